@@ -1,0 +1,80 @@
+# weft: a thin wrapper over CMake. `make demo` and `make test` do all set-up
+# on a fresh Debian or Ubuntu machine: missing system packages are installed
+# with apt-get (as root, or through sudo), or the exact command is printed.
+
+BUILD      ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CTEST_ARGS ?=
+PACKAGES   := build-essential cmake pkg-config libhwloc-dev libcmocka-dev \
+              valgrind
+
+.PHONY: all deps configure build demo test bench clean \
+        asan tsan test-asan test-tsan test-valgrind format
+
+all: build
+
+deps:
+	@missing=""; \
+	for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; \
+	  then SUDO="sudo"; \
+	  else \
+	    echo "weft needs:$$missing"; \
+	    echo "run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	  echo "installing:$$missing"; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(BUILD)/CMakeCache.txt: | deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+configure: deps $(BUILD)/CMakeCache.txt
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	$(BUILD)/examples/fib_jobs
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+bench: build
+	@for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && "$$b"; done
+
+# Sanitizer builds: their own build trees, the same tests.
+build-asan/CMakeCache.txt: | deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug \
+	  -DWEFT_SANITIZE=address,undefined -DWEFT_BUILD_BENCH=OFF
+build-tsan/CMakeCache.txt: | deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DWEFT_SANITIZE=thread -DWEFT_BUILD_BENCH=OFF
+
+asan: deps build-asan/CMakeCache.txt
+	cmake --build build-asan -j $(JOBS)
+tsan: deps build-tsan/CMakeCache.txt
+	cmake --build build-tsan -j $(JOBS)
+
+test-asan: asan
+	cd build-asan && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+test-tsan: tsan
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+test-valgrind: build
+	cd $(BUILD) && WEFT_VALGRIND=1 ctest --output-on-failure -T memcheck \
+	  -j $(JOBS) $(CTEST_ARGS)
+
+format:
+	clang-format -i include/*.h include/weft/*.h src/*.c src/*.h \
+	  src/arch/*.h tests/*.c bench/*.c examples/*.c
+
+clean:
+	rm -rf $(BUILD) build-asan build-tsan

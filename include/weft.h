@@ -1,0 +1,221 @@
+/* weft: a work-stealing fiber job system.
+ *
+ * Jobs run on fibers pooled per worker thread. A job that waits on a counter
+ * suspends its fiber; the worker picks up another fiber and keeps running
+ * jobs, and the waiting fiber resumes on any worker once the counter reaches
+ * its target (the Naughty Dog GDC 2015 model).
+ *
+ * Conventions (libuv's): functions return 0 or a non-negative count on
+ * success and a negative errno on failure (see <weft/errno.h>);
+ * weft_strerror() explains a code. "Any thread" means a worker's job or any
+ * plain thread; "fiber only" functions return -EPERM elsewhere.
+ */
+#ifndef WEFT_H_
+#define WEFT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weft/errno.h"
+#include "weft/version.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) || defined(__CYGWIN__)
+#define WEFT_EXTERN
+#elif __GNUC__ >= 4
+#define WEFT_EXTERN __attribute__((visibility("default")))
+#else
+#define WEFT_EXTERN
+#endif
+
+/* Number of fiber-local storage slots per job (see weft_fls_set). */
+#define WEFT_FLS_SLOTS 16
+
+typedef struct weft_runtime_s weft_runtime_t;
+
+/* A job: runs once, on some worker's fiber. */
+typedef void (*weft_job_cb)(void* arg);
+
+/* A parallel-for body: processes the half-open range [begin, end). */
+typedef void (*weft_range_cb)(size_t begin, size_t end, void* arg);
+
+typedef struct weft_job_s {
+  weft_job_cb fn;
+  void* arg;
+} weft_job_t;
+
+/* Runtime configuration. Always start from weft_config_init(). */
+typedef struct weft_config_s {
+  /* Worker threads (=0: one per physical core, discovered with hwloc). */
+  unsigned workers;
+  /* Usable bytes of each fiber stack, rounded up to pages (=512 KiB). A
+   * guard region below each stack catches overflow. */
+  size_t stack_size;
+  /* Idle fibers each worker keeps in its pool for reuse (=16); fibers beyond
+   * that go to a shared pool. Stacks are never mapped per job. */
+  unsigned fibers_per_worker;
+  /* Pin each worker to its core with hwloc (=1). */
+  int pin;
+} weft_config_t;
+
+/* Job priorities: a worker takes queued high-priority work before normal,
+ * and normal before low. */
+typedef enum {
+  WEFT_PRIORITY_HIGH = 0,
+  WEFT_PRIORITY_NORMAL = 1,
+  WEFT_PRIORITY_LOW = 2
+} weft_priority_t;
+
+/* Options for weft_spawn_ex. */
+typedef struct weft_spawn_opts_s {
+  weft_priority_t priority; /* (=WEFT_PRIORITY_NORMAL) */
+  int worker; /* Run only on this worker, 0..workers-1 (=-1: any worker). A
+               * pinned job that waits also resumes on its worker. */
+} weft_spawn_opts_t;
+
+/* A counter: a 64-bit value that jobs decrement when they finish and that
+ * weft_counter_wait() waits on. Place it anywhere (stack, heap, static);
+ * initialize it with weft_counter_init(). It must outlive every job spawned
+ * on it and every wait on it. */
+typedef struct weft_counter_s {
+  _Alignas(16) uint64_t opaque_[4];
+} weft_counter_t;
+
+/* Per-worker statistics (monotonic counts since the runtime started). */
+typedef struct weft_worker_stats_s {
+  uint64_t jobs_run;       /* jobs this worker ran to completion */
+  uint64_t steals;         /* tasks taken from another worker's deque */
+  uint64_t failed_steals;  /* steal attempts that found nothing or lost */
+  uint64_t parks;          /* times the worker went to sleep */
+  uint64_t fiber_switches; /* context switches between fibers */
+  uint64_t fibers_in_pool; /* idle fibers in this worker's pool now */
+} weft_worker_stats_t;
+
+/* Runtime-wide statistics: the sum over workers, plus shared state. */
+typedef struct weft_stats_s {
+  unsigned workers;         /* worker threads (0 until the first job) */
+  uint64_t jobs_run;
+  uint64_t steals;
+  uint64_t failed_steals;
+  uint64_t parks;
+  uint64_t fiber_switches;
+  uint64_t fibers_in_pool;  /* idle fibers, per-worker pools + shared */
+  uint64_t fibers_created;  /* fibers (stacks) created in all */
+} weft_stats_t;
+
+/* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL
+ * when cfg is NULL. Any thread. */
+WEFT_EXTERN int weft_config_init(weft_config_t* cfg);
+
+/* weft_runtime_create: creates a runtime. `cfg` may be NULL for defaults.
+ * Worker threads start lazily, on the first job, so creation is cheap.
+ * Returns 0 and stores the runtime in *rt, or -EINVAL (bad config),
+ * -ENOMEM. Any thread. */
+WEFT_EXTERN int weft_runtime_create(weft_runtime_t** rt,
+                                    const weft_config_t* cfg);
+
+/* weft_runtime_destroy: waits until every submitted job (and every job they
+ * spawned) has finished, stops and joins the workers and frees every stack.
+ * Returns 0, -EINVAL (NULL), or -EDEADLK when called from one of the
+ * runtime's own jobs. Must not race with spawns from other threads. A job
+ * blocked forever on a counter makes destroy wait forever. */
+WEFT_EXTERN int weft_runtime_destroy(weft_runtime_t* rt);
+
+/* weft_runtime_self: the runtime whose worker runs the caller, or NULL on a
+ * plain thread. */
+WEFT_EXTERN weft_runtime_t* weft_runtime_self(void);
+
+/* weft_run: creates a runtime from `cfg` (NULL for defaults), turns the
+ * calling thread into worker 0, runs main_fn(arg) as a job and returns when
+ * it and every job it (transitively) spawned are done; then destroys the
+ * runtime. Inside, weft_runtime_self() gives the runtime. Returns 0 or
+ * -EINVAL, -ENOMEM, -EDEADLK (called from a job). */
+WEFT_EXTERN int weft_run(const weft_config_t* cfg, weft_job_cb main_fn,
+                         void* arg);
+
+/* weft_counter_init: sets the counter's value and clears its waiters.
+ * Returns 0 or -EINVAL. Never on a counter that has waiters. */
+WEFT_EXTERN int weft_counter_init(weft_counter_t* c, int64_t value);
+
+/* weft_counter_value: the counter's current value (a snapshot). */
+WEFT_EXTERN int64_t weft_counter_value(const weft_counter_t* c);
+
+/* weft_counter_add: adds `delta` (may be negative) and wakes every waiter
+ * whose target is now reached. Returns 0 or -EINVAL. Any thread. */
+WEFT_EXTERN int weft_counter_add(weft_counter_t* c, int64_t delta);
+
+/* weft_counter_wait: returns 0 once the counter's value is at most
+ * `target`. In a job it suspends the job's fiber (the worker keeps running
+ * other jobs) and the job may resume on another worker; on a plain thread it
+ * blocks the thread. Returns -EINVAL for a NULL counter. */
+WEFT_EXTERN int weft_counter_wait(weft_counter_t* c, int64_t target);
+
+/* weft_spawn: submits fn(arg) as a job. If `counter` is not NULL it is
+ * incremented now and decremented when the job returns. From a job the new
+ * job goes to the worker's own deque (other workers steal it); from any
+ * other thread to the runtime's injection queue. `rt` may be NULL inside a
+ * job (the current runtime). Returns 0, -EINVAL, -ENOMEM, -ESHUTDOWN. */
+WEFT_EXTERN int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                           weft_counter_t* counter);
+
+/* weft_spawn_batch: submits n jobs with one publication; the counter is
+ * incremented by n at once. Returns 0 or -EINVAL (any fn NULL: nothing is
+ * submitted), -ENOMEM, -ESHUTDOWN. Any thread. */
+WEFT_EXTERN int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs,
+                                 size_t n, weft_counter_t* counter);
+
+/* weft_spawn_ex: weft_spawn with options (priority, pinned worker); opts
+ * may be NULL. Returns 0, -EINVAL (bad priority or worker index; the worker
+ * count is fixed once the runtime starts), -ENOMEM, -ESHUTDOWN. */
+WEFT_EXTERN int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                              weft_counter_t* counter,
+                              const weft_spawn_opts_t* opts);
+
+/* weft_yield: lets other ready work run before the calling job continues.
+ * Returns 0, or -EPERM off a weft fiber. Fiber only; suspends. */
+WEFT_EXTERN int weft_yield(void);
+
+/* weft_worker_id: the index of the worker running the caller
+ * (0..workers-1), or -EPERM on a plain thread. It may change after any call
+ * that suspends. */
+WEFT_EXTERN int weft_worker_id(void);
+
+/* weft_fls_set / weft_fls_get: fiber-local storage. Each job has
+ * WEFT_FLS_SLOTS pointer slots, NULL when the job starts; they follow the
+ * job's fiber across suspensions and workers. Return 0, -EINVAL (slot out
+ * of range, NULL out), or -EPERM off a weft fiber. */
+WEFT_EXTERN int weft_fls_set(unsigned slot, void* value);
+WEFT_EXTERN int weft_fls_get(unsigned slot, void** value);
+
+/* weft_parallel_for: calls fn on subranges covering [begin, end) in
+ * parallel and returns when all are done. `grain` is the largest range
+ * given to one call (=0: chosen from the size and worker count); ranges are
+ * split in halves so that idle workers steal the largest pieces. From a job
+ * it suspends while waiting; from a plain thread it blocks. Returns 0,
+ * -EINVAL, -ENOMEM, -ESHUTDOWN. */
+WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin,
+                                  size_t end, size_t grain, weft_range_cb fn,
+                                  void* arg);
+
+/* weft_stats: fills `s` with totals. Returns the worker count, or -EINVAL.
+ * Any thread; the figures are a racy snapshot. */
+WEFT_EXTERN int weft_stats(weft_runtime_t* rt, weft_stats_t* s);
+
+/* weft_worker_stats: one worker's figures. Returns 0, or -EINVAL (worker
+ * out of range, including before the runtime started). */
+WEFT_EXTERN int weft_worker_stats(weft_runtime_t* rt, unsigned worker,
+                                  weft_worker_stats_t* s);
+
+/* weft_strerror: a message for an error code (negative errno); never NULL.
+ * weft_err_name: its name ("EINVAL"), or "UNKNOWN". */
+WEFT_EXTERN const char* weft_strerror(int err);
+WEFT_EXTERN const char* weft_err_name(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WEFT_H_ */

@@ -1,0 +1,262 @@
+/* fiber.c: fibers, their pools and the switches between them.
+ *
+ * A fiber runs the scheduling loop and, inside it, jobs. A job that returns
+ * without waiting costs no switch at all. A job that waits suspends its
+ * fiber: the worker switches to a pooled fiber that goes on scheduling. The
+ * fiber being left is still on its stack during the switch, so whatever must
+ * happen to it (register it as a waiter, queue it again, pool it) is a
+ * "post-switch" action run by the fiber switched to, once the switch is
+ * complete: no other worker can resume a fiber that has not switched out.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#ifdef NDEBUG
+void weft__fiber_set(weft__fiber_t* f, int from, int to) {
+  (void)from;
+  /* Relaxed: the state documents and checks the protocol; the hand-offs
+   * themselves are ordered by the queues and the waiter lists. */
+  atomic_store_explicit(&f->state, to, memory_order_relaxed);
+}
+#else
+void weft__fiber_set(weft__fiber_t* f, int from, int to) {
+  int old = atomic_exchange_explicit(&f->state, to, memory_order_relaxed);
+  if (old != from) {
+    fprintf(stderr, "weft: fiber %u in state %d, expected %d (to %d)\n",
+            f->id, old, from, to);
+    abort();
+  }
+}
+#endif
+
+static weft__fiber_t* fiber_create(weft_runtime_t* rt) {
+  weft__fiber_t* f = calloc(1, sizeof(*f));
+  if (f == NULL)
+    return NULL;
+  if (weft__stack_alloc(&f->stack, rt->cfg.stack_size) != 0) {
+    free(f);
+    return NULL;
+  }
+  if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size,
+                     weft__fiber_entry) != 0) {
+    weft__stack_free(&f->stack);
+    free(f);
+    return NULL;
+  }
+  f->task.kind = WEFT__TASK_FIBER;
+  f->task.pin = -1;
+  f->task.prio = WEFT_PRIORITY_NORMAL;
+  f->rt = rt;
+  atomic_init(&f->state, WEFT__FIBER_FREE);
+  weft__spin_lock(&rt->fibers_lock);
+  f->id = (uint32_t)atomic_fetch_add_explicit(&rt->fibers_created, 1,
+                                              memory_order_relaxed);
+  f->all_next = rt->all_fibers;
+  rt->all_fibers = f;
+  weft__spin_unlock(&rt->fibers_lock);
+  return f;
+}
+
+weft__fiber_t* weft__fiber_get(weft__worker_t* w) {
+  weft_runtime_t* rt = w->rt;
+  weft__fiber_t* f = w->pool;
+
+  if (f != NULL) {
+    w->pool = f->pool_next;
+    w->npool--;
+  } else if (rt->shared_pool != NULL) {
+    weft__spin_lock(&rt->fibers_lock);
+    f = rt->shared_pool;
+    if (f != NULL) {
+      rt->shared_pool = f->pool_next;
+      rt->nshared--;
+    }
+    weft__spin_unlock(&rt->fibers_lock);
+  }
+  if (f == NULL)
+    f = fiber_create(rt);
+  if (f != NULL) {
+    weft__fiber_set(f, WEFT__FIBER_FREE, WEFT__FIBER_RUNNING);
+    atomic_store_explicit(&w->stats.fibers_in_pool, w->npool,
+                          memory_order_relaxed);
+  }
+  return f;
+}
+
+/* Called only after f has switched out (post-switch), on the worker that
+ * now runs: f's next user switches to it, so it must be fully off its
+ * stack before it is visible in the shared pool. */
+void weft__fiber_release(weft__worker_t* w, weft__fiber_t* f) {
+  weft_runtime_t* rt = w->rt;
+
+  weft__fiber_set(f, WEFT__FIBER_SUSPENDING, WEFT__FIBER_FREE);
+  if (w->npool < rt->cfg.fibers_per_worker) {
+    f->pool_next = w->pool;
+    w->pool = f;
+    w->npool++;
+    atomic_store_explicit(&w->stats.fibers_in_pool, w->npool,
+                          memory_order_relaxed);
+    return;
+  }
+  weft__spin_lock(&rt->fibers_lock);
+  f->pool_next = rt->shared_pool;
+  rt->shared_pool = f;
+  rt->nshared++;
+  weft__spin_unlock(&rt->fibers_lock);
+}
+
+void weft__fiber_destroy_all(weft_runtime_t* rt) {
+  weft__fiber_t* f = rt->all_fibers;
+  while (f != NULL) {
+    weft__fiber_t* next = f->all_next;
+    weft__ctx_destroy(&f->ctx);
+    weft__stack_free(&f->stack);
+    free(f);
+    f = next;
+  }
+  rt->all_fibers = NULL;
+  rt->shared_pool = NULL;
+  rt->nshared = 0;
+}
+
+void weft__fiber_post(void* arg) {
+  weft__post_t* post = arg;
+  weft__worker_t* w;
+  weft__fiber_t* f;
+  weft__counter_t* c;
+
+  if (post == NULL)
+    return;
+  w = weft__worker_current();
+  f = post->fiber;
+  switch (post->op) {
+    case WEFT__POST_WAIT:
+      /* `post` lives on f's stack: once f is on the waiter list it may be
+       * resumed elsewhere and its stack reused, so read it first. */
+      c = post->counter;
+      f->waiter.target = post->target;
+      f->waiter.fiber = f;
+      weft__fiber_set(f, WEFT__FIBER_SUSPENDING, WEFT__FIBER_WAITING);
+      if (!weft__counter_enqueue(c, &f->waiter)) {
+        weft__fiber_set(f, WEFT__FIBER_WAITING, WEFT__FIBER_READY);
+        weft__worker_ready(w->rt, w, &f->task);
+      }
+      break;
+    case WEFT__POST_YIELD:
+      weft__fiber_set(f, WEFT__FIBER_SUSPENDING, WEFT__FIBER_READY);
+      /* Behind everything queued from outside: a yield lets others run. */
+      weft__inject_push(&w->rt->inject, &f->task, &f->task, 1, f->task.prio);
+      weft__idle_notify(w->rt);
+      break;
+    case WEFT__POST_RELEASE:
+      weft__fiber_release(w, f);
+      break;
+    default:
+      break;
+  }
+}
+
+static void count_switch(weft__worker_t* w) {
+  /* Single writer (this worker): a relaxed load and store, no RMW. */
+  atomic_store_explicit(
+      &w->stats.fiber_switches,
+      atomic_load_explicit(&w->stats.fiber_switches, memory_order_relaxed) +
+          1,
+      memory_order_relaxed);
+}
+
+void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post) {
+  weft__fiber_t* self = w->current;
+  weft__fiber_t* next = weft__fiber_get(w);
+  void* arg;
+
+  if (next == NULL) {
+    /* No fiber to switch to (out of memory): degrade to blocking this
+     * worker's thread for a counter, and to a no-op for a yield. */
+    if (post->op == WEFT__POST_WAIT) {
+      weft_counter_t* c = (weft_counter_t*)(void*)post->counter;
+      w->current = NULL;
+      weft_counter_wait(c, post->target);
+      w = weft__worker_current();
+      w->current = self;
+    }
+    return;
+  }
+  weft__fiber_set(self, WEFT__FIBER_RUNNING, WEFT__FIBER_SUSPENDING);
+  w->current = next;
+  count_switch(w);
+  arg = weft__ctx_switch(&self->ctx, &next->ctx, post);
+  /* Resumed, maybe on another worker: whoever switched to us set
+   * w->current; the worker must be re-read by our callers. */
+  weft__fiber_post(arg);
+}
+
+void weft__fiber_resume(weft__worker_t* w, weft__fiber_t* f) {
+  weft__fiber_t* self = w->current;
+  weft__post_t post;
+  void* arg;
+
+  post.op = WEFT__POST_RELEASE;
+  post.fiber = self;
+  weft__fiber_set(self, WEFT__FIBER_RUNNING, WEFT__FIBER_SUSPENDING);
+  weft__fiber_set(f, WEFT__FIBER_READY, WEFT__FIBER_RUNNING);
+  w->current = f;
+  count_switch(w);
+  arg = weft__ctx_switch(&self->ctx, &f->ctx, &post);
+  weft__fiber_post(arg);
+}
+
+void weft__fiber_entry(void* arg) {
+  weft__fiber_post(arg);
+  weft__worker_loop();
+  fprintf(stderr, "weft: worker loop returned\n");
+  abort();
+}
+
+/* ---- the fiber-level API ----------------------------------------------- */
+
+/* The fiber running the caller, or NULL on a plain thread. */
+static weft__fiber_t* self_fiber(void) {
+  weft__worker_t* w = weft__worker_current();
+  return w != NULL ? w->current : NULL;
+}
+
+int weft_yield(void) {
+  weft__worker_t* w = weft__worker_current();
+  weft__post_t post;
+
+  if (w == NULL || w->current == NULL)
+    return -EPERM;
+  post.op = WEFT__POST_YIELD;
+  post.fiber = w->current;
+  weft__fiber_suspend(w, &post);
+  return 0;
+}
+
+int weft_worker_id(void) {
+  weft__worker_t* w = weft__worker_current();
+  return w != NULL ? (int)w->index : -EPERM;
+}
+
+int weft_fls_set(unsigned slot, void* value) {
+  weft__fiber_t* f = self_fiber();
+  if (f == NULL)
+    return -EPERM;
+  if (slot >= WEFT_FLS_SLOTS)
+    return -EINVAL;
+  f->fls[slot] = value;
+  f->fls_used = 1;
+  return 0;
+}
+
+int weft_fls_get(unsigned slot, void** value) {
+  weft__fiber_t* f = self_fiber();
+  if (f == NULL)
+    return -EPERM;
+  if (slot >= WEFT_FLS_SLOTS || value == NULL)
+    return -EINVAL;
+  *value = f->fls[slot];
+  return 0;
+}

@@ -1,0 +1,64 @@
+/* inject.c: the multi-producer, multi-consumer queues that take work from
+ * outside the workers: the runtime's injection queue (plain threads, yields)
+ * and each worker's mailbox (pinned jobs and pinned ready fibers). One FIFO
+ * per priority behind a spinlock; a batch of n tasks is linked first and
+ * published with one lock round trip. The lengths let the hot path skip an
+ * empty queue without touching the lock.
+ */
+#include "internal.h"
+
+void weft__inject_init(weft__inject_t* q) {
+  int p;
+  atomic_init(&q->lock.locked, 0);
+  for (p = 0; p < WEFT__NPRIO; p++) {
+    q->q[p].head = NULL;
+    q->q[p].tail = NULL;
+    atomic_init(&q->len[p], 0);
+  }
+}
+
+void weft__inject_push(weft__inject_t* q, weft__task_t* first,
+                       weft__task_t* last, size_t n, int prio) {
+  weft__tlist_t* l = &q->q[prio];
+
+  last->next = NULL;
+  weft__spin_lock(&q->lock);
+  if (l->tail != NULL)
+    l->tail->next = first;
+  else
+    l->head = first;
+  l->tail = last;
+  /* Relaxed: a hint for readers. The task itself is handed over by the
+   * lock (release at unlock, acquire in the popper's lock); a reader that
+   * sees the length but not yet the task just takes the lock and looks. */
+  atomic_store_explicit(&q->len[prio],
+                        atomic_load_explicit(&q->len[prio],
+                                             memory_order_relaxed) + n,
+                        memory_order_relaxed);
+  weft__spin_unlock(&q->lock);
+}
+
+weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio) {
+  weft__task_t* t = NULL;
+  int p;
+
+  if (weft__inject_empty(q, max_prio))
+    return NULL;
+  weft__spin_lock(&q->lock);
+  for (p = 0; p <= max_prio; p++) {
+    weft__tlist_t* l = &q->q[p];
+    if (l->head == NULL)
+      continue;
+    t = l->head;
+    l->head = t->next;
+    if (l->head == NULL)
+      l->tail = NULL;
+    atomic_store_explicit(&q->len[p],
+                          atomic_load_explicit(&q->len[p],
+                                               memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    break;
+  }
+  weft__spin_unlock(&q->lock);
+  return t;
+}

@@ -1,0 +1,373 @@
+/* internal.h: the core's private declarations, one section per source file
+ * (libuv's habit). Never installed.
+ *
+ * Threads: workers run a scheduling loop on pooled fibers; plain threads may
+ * spawn and block on counters. See docs/design.md for the whole picture.
+ */
+#ifndef WEFT_INTERNAL_H_
+#define WEFT_INTERNAL_H_
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "weft.h"
+#include "context.h"
+#include "deque.h"
+
+#define WEFT__CACHE_LINE 64
+#define WEFT__ALIGNED _Alignas(WEFT__CACHE_LINE)
+#define WEFT__NOINLINE __attribute__((noinline))
+#define WEFT__LIKELY(x) __builtin_expect(!!(x), 1)
+#define WEFT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define WEFT__NPRIO 3
+
+#if defined(__x86_64__) || defined(__i386__)
+#define weft__cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define weft__cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define weft__cpu_relax() ((void)0)
+#endif
+
+typedef struct weft__worker_s weft__worker_t;
+typedef struct weft__fiber_s weft__fiber_t;
+
+/* ---- task: the common head of everything a queue holds ---------------- */
+
+enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2 };
+
+/* Queues hold tasks: new jobs and ready fibers share them. `next` links a
+ * task into the injection queue, a mailbox or a free list. */
+typedef struct weft__task_s {
+  struct weft__task_s* next;
+  uint8_t kind;
+  uint8_t prio;
+  int16_t pin; /* worker index, or -1 */
+} weft__task_t;
+
+/* A FIFO of tasks linked through `next`, guarded by the owner's lock. */
+typedef struct weft__tlist_s {
+  weft__task_t* head;
+  weft__task_t* tail;
+} weft__tlist_t;
+
+/* ---- lock.c: a small spinlock for short critical sections ------------- */
+
+typedef struct weft__spin_s {
+  atomic_int locked;
+} weft__spin_t;
+
+void weft__spin_lock(weft__spin_t* s);
+static inline void weft__spin_unlock(weft__spin_t* s) {
+  /* Release pairs with the acquire exchange in weft__spin_lock: the next
+   * holder sees every write made inside the critical section. */
+  atomic_store_explicit(&s->locked, 0, memory_order_release);
+}
+
+/* ---- job.c: job records and their per-worker allocator ---------------- */
+
+typedef struct weft__counter_s weft__counter_t;
+
+typedef struct weft__job_s {
+  weft__task_t task;
+  weft_job_cb fn;
+  void* arg;
+  weft__counter_t* counter;
+  int32_t owner; /* allocating worker (its slab), or -1: malloc'd */
+} weft__job_t;
+
+/* A worker's job slab: local free list (owner only) plus a list other
+ * threads push freed records onto. */
+typedef struct weft__jobpool_s {
+  weft__task_t* local;
+  void* chunks; /* malloc'd chunks, freed at destroy */
+  WEFT__ALIGNED _Atomic(weft__task_t*) remote;
+} weft__jobpool_t;
+
+weft__job_t* weft__job_alloc(weft__worker_t* w);
+void weft__job_free(weft_runtime_t* rt, weft__worker_t* w, weft__job_t* j);
+void weft__jobpool_destroy(weft__jobpool_t* p);
+
+/* ---- stack.c: guarded fiber stacks and the overflow reporter ---------- */
+
+typedef struct weft__stack_s {
+  char* map;       /* whole mapping, guard included */
+  size_t map_size;
+  char* lo;        /* lowest usable byte (just above the guard) */
+  size_t size;     /* usable bytes */
+} weft__stack_t;
+
+int weft__stack_alloc(weft__stack_t* s, size_t size);
+void weft__stack_free(weft__stack_t* s);
+size_t weft__stack_guard_size(void);
+/* Installs the process-wide SIGSEGV reporter (once). */
+int weft__stack_install_handler(void);
+/* Gives the calling thread an alternate signal stack; the saved old one is
+ * restored by weft__stack_thread_exit. */
+typedef struct weft__altstack_s {
+  void* mem;
+  size_t size;
+  int installed;
+} weft__altstack_t;
+int weft__stack_thread_init(weft__altstack_t* a);
+void weft__stack_thread_exit(weft__altstack_t* a);
+
+/* ---- counter.c --------------------------------------------------------- */
+
+/* A waiter parked on a counter: a suspended fiber or a blocked thread. It
+ * is on the counter's list only while the counter's lock says so. */
+typedef struct weft__waiter_s {
+  struct weft__waiter_s* next;
+  int64_t target;
+  weft__fiber_t* fiber; /* NULL: a thread, woken through `futex` */
+  atomic_uint futex;
+} weft__waiter_t;
+
+struct weft__counter_s {
+  atomic_llong value;
+  _Atomic(weft__waiter_t*) waiters;
+  weft__spin_t lock;
+};
+
+_Static_assert(sizeof(weft__counter_t) <= sizeof(weft_counter_t),
+               "weft_counter_t too small");
+_Static_assert(_Alignof(weft__counter_t) <= _Alignof(weft_counter_t),
+               "weft_counter_t misaligned");
+
+void weft__counter_sub(weft__counter_t* c, int64_t n);
+/* Registers a suspended fiber's waiter (post-switch). Returns false when
+ * the target was already reached: the caller must make the fiber ready. */
+bool weft__counter_enqueue(weft__counter_t* c, weft__waiter_t* wt);
+
+/* ---- fiber.c ----------------------------------------------------------- */
+
+/* Fiber states, by where the fiber lives in each:
+ *   FREE       in a pool (a worker's or the shared one), not running;
+ *   RUNNING    on exactly one worker;
+ *   SUSPENDING switched out, its post-switch action not yet done;
+ *   WAITING    on a counter's waiter list (or, yielding, skipped);
+ *   READY      in a queue (deque, injection queue, mailbox).
+ * Only one party moves a fiber out of each state (weft__fiber_set). */
+enum {
+  WEFT__FIBER_FREE = 0,
+  WEFT__FIBER_RUNNING,
+  WEFT__FIBER_SUSPENDING,
+  WEFT__FIBER_WAITING,
+  WEFT__FIBER_READY
+};
+
+struct weft__fiber_s {
+  weft__task_t task; /* first: a ready fiber is a task */
+  weft__ctx_t ctx;
+  weft__stack_t stack;
+  atomic_int state;
+  uint32_t id;
+  int16_t pin;        /* the job's pinned worker, or -1 */
+  uint8_t prio;       /* the job's priority */
+  uint8_t fls_used;   /* some FLS slot was set during this job */
+  void* fls[WEFT_FLS_SLOTS];
+  weft__waiter_t waiter;
+  weft__fiber_t* pool_next; /* in a pool */
+  weft__fiber_t* all_next;  /* the runtime's list of every fiber */
+  weft_runtime_t* rt;
+};
+
+/* What the fiber switched to must do for the fiber switched from, once
+ * that one is fully off its stack. Lives on the suspending fiber's stack,
+ * which stays put while the fiber is suspended. */
+typedef struct weft__post_s {
+  int op;
+  weft__fiber_t* fiber;
+  weft__counter_t* counter;
+  int64_t target;
+} weft__post_t;
+
+enum {
+  WEFT__POST_NONE = 0,
+  WEFT__POST_WAIT,    /* register fiber as a waiter on counter */
+  WEFT__POST_YIELD,   /* make fiber ready again at the back of the line */
+  WEFT__POST_RELEASE, /* return fiber to the pool */
+  WEFT__POST_START    /* a worker's first switch from its native stack */
+};
+
+void weft__fiber_set(weft__fiber_t* f, int from, int to);
+weft__fiber_t* weft__fiber_get(weft__worker_t* w);
+void weft__fiber_release(weft__worker_t* w, weft__fiber_t* f);
+void weft__fiber_destroy_all(weft_runtime_t* rt);
+/* Suspends the calling fiber with `post` done by whoever runs next. */
+void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post);
+void weft__fiber_post(void* arg);
+/* Switches from the current fiber to ready fiber `f`; returns when the
+ * calling fiber is resumed. */
+void weft__fiber_resume(weft__worker_t* w, weft__fiber_t* f);
+void weft__fiber_entry(void* arg);
+
+/* ---- inject.c: multi-producer queues from outside, and mailboxes ------ */
+
+typedef struct weft__inject_s {
+  weft__spin_t lock;
+  weft__tlist_t q[WEFT__NPRIO];
+  /* Tasks queued, per priority: readers check emptiness without the lock.
+   * Written under the lock; read relaxed as a hint, with the park protocol
+   * (seq_cst fence) providing the no-lost-wake-up guarantee. */
+  atomic_size_t len[WEFT__NPRIO];
+} weft__inject_t;
+
+void weft__inject_init(weft__inject_t* q);
+void weft__inject_push(weft__inject_t* q, weft__task_t* first,
+                       weft__task_t* last, size_t n, int prio);
+weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio);
+static inline bool weft__inject_empty(weft__inject_t* q, int max_prio) {
+  for (int p = 0; p <= max_prio; p++)
+    if (atomic_load_explicit(&q->len[p], memory_order_relaxed) != 0)
+      return false;
+  return true;
+}
+
+/* ---- park.c: per-worker parker and the idle-worker set ---------------- */
+
+typedef struct weft__parker_s {
+  atomic_uint state; /* EMPTY, PARKED, NOTIFIED; also the futex word */
+} weft__parker_t;
+
+void weft__parker_park(weft__parker_t* p);
+void weft__parker_unpark(weft__parker_t* p);
+
+void weft__futex_wait(atomic_uint* addr, unsigned expected);
+void weft__futex_wake(atomic_uint* addr, int n);
+
+/* The idle set (Tokio's design): how many workers are searching for work
+ * and how many are awake, plus a stack of sleeping workers. */
+typedef struct weft__idle_s {
+  WEFT__ALIGNED atomic_uint searching;
+  atomic_uint unparked;
+  weft__spin_t lock;
+  unsigned nsleepers;
+  unsigned* sleepers;
+} weft__idle_t;
+
+int weft__idle_init(weft__idle_t* idle, unsigned nworkers);
+void weft__idle_destroy(weft__idle_t* idle);
+/* After publishing work anyone may take: wakes one sleeper unless a worker
+ * is already searching (which will find the work and chain the wake-up). */
+void weft__idle_notify(weft_runtime_t* rt);
+/* Wakes worker k specifically (pinned work for it). */
+void weft__idle_notify_worker(weft_runtime_t* rt, unsigned k);
+void weft__idle_notify_all(weft_runtime_t* rt);
+bool weft__idle_start_search(weft_runtime_t* rt, weft__worker_t* w);
+/* Returns true if w was the last searcher: then it must notify another
+ * worker if it found work (the chained wake-up). */
+bool weft__idle_end_search(weft_runtime_t* rt, weft__worker_t* w);
+/* Spins, then parks worker w until woken. Returns after a wake. */
+void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w);
+
+/* ---- topology.c: hwloc placement ---------------------------------------*/
+
+/* Where each worker goes and whom it steals from, nearest first. */
+typedef struct weft__plan_s {
+  unsigned nworkers;
+  int* pu_os_index;     /* per worker: the OS PU index to pin to, or -1 */
+  unsigned* near;       /* per worker: nworkers-1 victims, nearest first */
+  unsigned* near_group; /* per worker: ends of the equal-distance groups */
+  unsigned* ngroups;
+} weft__plan_t;
+
+/* Cores (or PUs if that is all hwloc knows) of the machine. */
+int weft__topology_cores(void);
+int weft__topology_plan(weft__plan_t* plan, unsigned nworkers);
+void weft__topology_plan_free(weft__plan_t* plan);
+int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);
+
+/* ---- worker.c ---------------------------------------------------------- */
+
+typedef struct weft__wstats_s {
+  atomic_uint_fast64_t jobs_run;
+  atomic_uint_fast64_t steals;
+  atomic_uint_fast64_t failed_steals;
+  atomic_uint_fast64_t parks;
+  atomic_uint_fast64_t fiber_switches;
+  atomic_uint_fast64_t fibers_in_pool;
+} weft__wstats_t;
+
+struct weft__worker_s {
+  /* Owner-side hot fields. */
+  weft_runtime_t* rt;
+  unsigned index;
+  weft__fiber_t* current;   /* the fiber running on this worker */
+  weft__fiber_t* pool;      /* idle fibers, owner only */
+  unsigned npool;
+  uint32_t tick;
+  uint64_t rng;
+  bool searching;
+  weft__jobpool_t jobs;
+  weft__ctx_t native;       /* the thread's own stack */
+  weft__deque_t dq[WEFT__NPRIO];
+  /* Jobs submitted from this worker / finished on it. Single writer (this
+   * worker), read by weft_runtime_destroy's quiescence check. */
+  WEFT__ALIGNED atomic_uint_fast64_t submitted;
+  atomic_uint_fast64_t completed;
+  /* Pinned work for this worker, from anyone. */
+  WEFT__ALIGNED weft__inject_t mailbox;
+  WEFT__ALIGNED weft__parker_t parker;
+  bool sleeping; /* in the idle set's sleeper stack; under its lock */
+  weft__wstats_t stats;
+  weft__altstack_t altstack;
+  pthread_t thread;
+  bool thread_started;
+};
+
+/* The worker running the calling code, or NULL. noinline: a fiber can
+ * migrate between workers, and an inlined TLS address cached in a
+ * callee-saved register across a switch would name the old worker. */
+WEFT__NOINLINE weft__worker_t* weft__worker_current(void);
+void weft__worker_set_current(weft__worker_t* w);
+/* Runs the scheduling loop on the calling fiber until the runtime stops. */
+void weft__worker_loop(void);
+void* weft__worker_main(void* arg);
+/* Runs worker w's loop on the calling thread (weft_run's worker 0). */
+void weft__worker_run_here(weft__worker_t* w);
+/* Makes a task runnable from worker `w` (NULL: not on a worker). */
+void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
+                        weft__task_t* t);
+
+/* ---- runtime.c --------------------------------------------------------- */
+
+enum { WEFT__RT_NEW = 0, WEFT__RT_RUNNING, WEFT__RT_STOPPING };
+
+struct weft_runtime_s {
+  weft_config_t cfg;
+  unsigned nworkers;
+  weft__worker_t* workers;
+  weft__plan_t plan;
+  weft__idle_t idle;
+  weft__inject_t inject;
+  /* High/low priority tasks queued in deques, so the hot path checks the
+   * other levels only when they hold something (relaxed hints). */
+  WEFT__ALIGNED atomic_size_t dq_prio_len[WEFT__NPRIO];
+  WEFT__ALIGNED atomic_uint_fast64_t outside_submitted;
+  atomic_int state;
+  atomic_int stop; /* workers leave their loops once set */
+  pthread_mutex_t start_lock;
+  /* Fibers: every one ever made (for destroy), plus the shared pool. */
+  weft__spin_t fibers_lock;
+  weft__fiber_t* all_fibers;
+  weft__fiber_t* shared_pool;
+  unsigned nshared;
+  atomic_uint_fast64_t fibers_created;
+  /* Quiescence: destroy/weft_run sleep on `quiet` until every job is done. */
+  atomic_int want_quiet;
+  atomic_uint quiet;
+  bool run_mode; /* weft_run: worker 0 is the calling thread */
+};
+
+/* Starts the workers on first use. Returns 0 or a negative errno. */
+int weft__runtime_start(weft_runtime_t* rt);
+/* True once every submitted job has completed (double collect). */
+bool weft__runtime_quiescent(weft_runtime_t* rt);
+/* Called by a worker about to park while someone waits for quiescence. */
+void weft__runtime_check_quiet(weft_runtime_t* rt);
+
+#endif /* WEFT_INTERNAL_H_ */

@@ -1,0 +1,102 @@
+/* parallel.c: weft_parallel_for by recursive halving.
+ *
+ * A range job keeps halving its range, spawning the upper half and going on
+ * with the lower, until it is no larger than the grain; then it calls the
+ * body. Thieves take the oldest entries of a deque, which are the largest
+ * halves, so an idle worker gets a big piece in one steal (the splitting of
+ * Cilk and TBB's simple partitioner). Range records come from one array
+ * sized for the worst case, claimed with an atomic index.
+ */
+#include <stdlib.h>
+
+#include "internal.h"
+
+typedef struct pf_s pf_t;
+
+typedef struct {
+  pf_t* pf;
+  size_t begin;
+  size_t end;
+} pf_range_t;
+
+struct pf_s {
+  weft_range_cb fn;
+  void* arg;
+  size_t grain;
+  weft_runtime_t* rt;
+  weft_counter_t done;
+  pf_range_t* ranges;
+  atomic_size_t next;
+  size_t cap;
+};
+
+static void pf_job(void* arg) {
+  pf_range_t* r = arg;
+  pf_t* pf = r->pf;
+  size_t begin = r->begin;
+  size_t end = r->end;
+
+  while (end - begin > pf->grain) {
+    size_t mid = begin + (end - begin) / 2;
+    /* Relaxed: the slot index is only a claim; the record is handed to the
+     * job by the spawn's publication. */
+    size_t k = atomic_fetch_add_explicit(&pf->next, 1, memory_order_relaxed);
+    pf_range_t* half = &pf->ranges[k];
+    half->pf = pf;
+    half->begin = mid;
+    half->end = end;
+    if (weft_spawn(pf->rt, pf_job, half, &pf->done) != 0)
+      break; /* cannot split further: do the whole rest here */
+    end = mid;
+  }
+  pf->fn(begin, end, pf->arg);
+}
+
+int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
+                      size_t grain, weft_range_cb fn, void* arg) {
+  weft__worker_t* w = weft__worker_current();
+  pf_t pf;
+  size_t n;
+  int err;
+
+  if (fn == NULL || end < begin)
+    return -EINVAL;
+  if (rt == NULL) {
+    if (w == NULL)
+      return -EINVAL;
+    rt = w->rt;
+  }
+  if (begin == end)
+    return 0;
+  err = weft__runtime_start(rt);
+  if (err != 0)
+    return err;
+  n = end - begin;
+  if (grain == 0) {
+    /* Enough pieces (256 per worker) for imbalanced bodies to even out,
+     * few enough that splitting costs nothing next to the work. */
+    grain = n / ((size_t)rt->nworkers * 256);
+    if (grain == 0)
+      grain = 1;
+  }
+  pf.fn = fn;
+  pf.arg = arg;
+  pf.grain = grain;
+  pf.rt = rt;
+  /* Halving to pieces of at most `grain` makes fewer than 2n/grain + 1
+   * ranges; the root is one more. */
+  pf.cap = 2 * (n / grain) + 3;
+  pf.ranges = malloc(pf.cap * sizeof(*pf.ranges));
+  if (pf.ranges == NULL)
+    return -ENOMEM;
+  atomic_init(&pf.next, 1);
+  weft_counter_init(&pf.done, 0);
+  pf.ranges[0].pf = &pf;
+  pf.ranges[0].begin = begin;
+  pf.ranges[0].end = end;
+  err = weft_spawn(rt, pf_job, &pf.ranges[0], &pf.done);
+  if (err == 0)
+    weft_counter_wait(&pf.done, 0);
+  free(pf.ranges);
+  return err;
+}

@@ -1,0 +1,167 @@
+/* spawn.c: submitting jobs, one or a batch, from any thread.
+ *
+ * From one of the runtime's jobs, new jobs go onto the worker's own deque
+ * (other workers steal them); from anywhere else onto the injection queue,
+ * or a pinned worker's mailbox. Every submission is counted (per worker, or
+ * in one shared count for outside threads) before it is published, for
+ * weft_runtime_destroy's quiescence check.
+ */
+#include "internal.h"
+
+#define WEFT__BATCH_CHUNK 128
+
+static weft__counter_t* cast(weft_counter_t* c) {
+  return (weft__counter_t*)(void*)c;
+}
+
+/* Resolves rt (NULL: the caller's runtime), starts it, and returns the
+ * worker the caller runs on if it belongs to rt. */
+static int prepare(weft_runtime_t** rtp, weft__worker_t** wp) {
+  weft__worker_t* w = weft__worker_current();
+  weft_runtime_t* rt = *rtp;
+  int err;
+
+  if (rt == NULL) {
+    if (w == NULL)
+      return -EINVAL;
+    rt = w->rt;
+  }
+  err = weft__runtime_start(rt);
+  if (err != 0)
+    return err;
+  if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+    return -ESHUTDOWN;
+  *rtp = rt;
+  *wp = (w != NULL && w->rt == rt) ? w : NULL;
+  return 0;
+}
+
+static void count_submitted(weft_runtime_t* rt, weft__worker_t* w,
+                            size_t n) {
+  /* Release: pairs with the acquire loads of weft__runtime_quiescent. A
+   * worker's count has one writer, so a load and a store suffice. */
+  if (w != NULL)
+    atomic_store_explicit(
+        &w->submitted,
+        atomic_load_explicit(&w->submitted, memory_order_relaxed) + n,
+        memory_order_release);
+  else
+    atomic_fetch_add_explicit(&rt->outside_submitted, n,
+                              memory_order_release);
+}
+
+int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                  weft_counter_t* counter, const weft_spawn_opts_t* opts) {
+  weft__worker_t* w;
+  weft__job_t* j;
+  int prio = WEFT_PRIORITY_NORMAL;
+  int pin = -1;
+  int err;
+
+  if (fn == NULL)
+    return -EINVAL;
+  if (opts != NULL) {
+    if ((unsigned)opts->priority > WEFT_PRIORITY_LOW || opts->worker < -1)
+      return -EINVAL;
+    prio = (int)opts->priority;
+    pin = opts->worker;
+  }
+  err = prepare(&rt, &w);
+  if (err != 0)
+    return err;
+  if (pin >= (int)rt->nworkers)
+    return -EINVAL;
+  j = weft__job_alloc(w);
+  if (j == NULL)
+    return -ENOMEM;
+  j->task.kind = WEFT__TASK_JOB;
+  j->task.prio = (uint8_t)prio;
+  j->task.pin = (int16_t)pin;
+  j->fn = fn;
+  j->arg = arg;
+  j->counter = counter != NULL ? cast(counter) : NULL;
+  /* Relaxed: the increment is sequenced before the publication below,
+   * whose release orders it before the job's decrement. */
+  if (counter != NULL)
+    atomic_fetch_add_explicit(&j->counter->value, 1, memory_order_relaxed);
+  count_submitted(rt, w, 1);
+  weft__worker_ready(rt, w, &j->task);
+  return 0;
+}
+
+int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+               weft_counter_t* counter) {
+  return weft_spawn_ex(rt, fn, arg, counter, NULL);
+}
+
+int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
+                     weft_counter_t* counter) {
+  weft__task_t* chunk[WEFT__BATCH_CHUNK];
+  weft__task_t* list = NULL;
+  weft__task_t* t;
+  weft__worker_t* w;
+  size_t i;
+  size_t m;
+  int err;
+
+  if (jobs == NULL && n != 0)
+    return -EINVAL;
+  for (i = 0; i < n; i++)
+    if (jobs[i].fn == NULL)
+      return -EINVAL;
+  err = prepare(&rt, &w);
+  if (err != 0 || n == 0)
+    return err;
+
+  /* Allocate every record first, so a failure submits nothing. They are
+   * linked in reverse; publication walks them back into order. */
+  for (i = n; i-- > 0;) {
+    weft__job_t* j = weft__job_alloc(w);
+    if (j == NULL) {
+      while (list != NULL) {
+        t = list;
+        list = t->next;
+        weft__job_free(rt, w, (weft__job_t*)t);
+      }
+      return -ENOMEM;
+    }
+    j->task.kind = WEFT__TASK_JOB;
+    j->task.prio = WEFT_PRIORITY_NORMAL;
+    j->task.pin = -1;
+    j->fn = jobs[i].fn;
+    j->arg = jobs[i].arg;
+    j->counter = counter != NULL ? cast(counter) : NULL;
+    j->task.next = list;
+    list = &j->task;
+  }
+  if (counter != NULL)
+    atomic_fetch_add_explicit(&cast(counter)->value, (long long)n,
+                              memory_order_relaxed);
+  count_submitted(rt, w, n);
+
+  if (w == NULL) {
+    weft__task_t* last = list;
+    while (last->next != NULL)
+      last = last->next;
+    weft__inject_push(&rt->inject, list, last, n, WEFT_PRIORITY_NORMAL);
+    weft__idle_notify(rt);
+    return 0;
+  }
+  while (list != NULL) {
+    for (m = 0; m < WEFT__BATCH_CHUNK && list != NULL; m++) {
+      chunk[m] = list;
+      list = list->next;
+    }
+    /* One release store of the deque's bottom publishes the chunk; if the
+     * deque cannot grow, the injection queue takes it instead. */
+    if (weft__deque_push_batch(&w->dq[WEFT_PRIORITY_NORMAL],
+                               (void* const*)chunk, m) != 0) {
+      for (i = 0; i + 1 < m; i++)
+        chunk[i]->next = chunk[i + 1];
+      weft__inject_push(&rt->inject, chunk[0], chunk[m - 1], m,
+                        WEFT_PRIORITY_NORMAL);
+    }
+    weft__idle_notify(rt);
+  }
+  return 0;
+}

@@ -1,0 +1,252 @@
+/* worker.c: the scheduling loop.
+ *
+ * A worker takes work in this order: queued high-priority work anywhere,
+ * then its own deque (LIFO), its mailbox, the injection queue (first, every
+ * 61st tick, so outside work never starves), steals from victims nearest
+ * first with a random start, low-priority work last; then it spins a little
+ * and parks. Ready fibers and new jobs share the queues: a job runs on the
+ * current fiber; a ready fiber is switched to.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define WEFT__INJECT_EVERY 61
+#define WEFT__SPIN_ROUNDS 32
+
+static _Thread_local weft__worker_t* tls_worker;
+
+WEFT__NOINLINE weft__worker_t* weft__worker_current(void) {
+  /* An empty asm keeps the compiler from proving anything about the TLS
+   * slot across calls (the noinline alone is what matters). */
+  __asm__ __volatile__("" ::: "memory");
+  return tls_worker;
+}
+
+void weft__worker_set_current(weft__worker_t* w) {
+  tls_worker = w;
+}
+
+static uint32_t next_rand(weft__worker_t* w) {
+  /* xorshift64*: victim order only needs to be cheap and well spread. */
+  uint64_t x = w->rng;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  w->rng = x;
+  return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static void bump(atomic_uint_fast64_t* a) {
+  /* Single writer (the owning worker): no RMW needed. */
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
+                        weft__task_t* t) {
+  int prio = t->prio;
+
+  if (t->pin >= 0) {
+    weft__inject_push(&rt->workers[t->pin].mailbox, t, t, 1, prio);
+    if (w == NULL || w != &rt->workers[t->pin])
+      weft__idle_notify_worker(rt, (unsigned)t->pin);
+    return;
+  }
+  if (w != NULL && w->rt == rt &&
+      weft__deque_push(&w->dq[prio], t) == 0) {
+    if (prio != WEFT_PRIORITY_NORMAL)
+      atomic_fetch_add_explicit(&rt->dq_prio_len[prio], 1,
+                                memory_order_relaxed);
+  } else {
+    weft__inject_push(&rt->inject, t, t, 1, prio);
+  }
+  weft__idle_notify(rt);
+}
+
+/* Steals one task of priority `prio` from the victims, nearest first. */
+static weft__task_t* steal(weft__worker_t* w, int prio) {
+  weft_runtime_t* rt = w->rt;
+  unsigned n = rt->nworkers;
+  const unsigned* near;
+  const unsigned* grp;
+  unsigned g;
+  unsigned lo = 0;
+
+  if (n < 2)
+    return NULL;
+  near = rt->plan.near + (size_t)w->index * (n - 1);
+  grp = rt->plan.near_group + (size_t)w->index * (n - 1);
+  for (g = 0; g < rt->plan.ngroups[w->index]; g++) {
+    unsigned hi = grp[g];
+    unsigned len = hi - lo;
+    unsigned start = next_rand(w) % len;
+    unsigned i;
+    for (i = 0; i < len; i++) {
+      weft__worker_t* v = &rt->workers[near[lo + (start + i) % len]];
+      weft__task_t* t;
+      int lost = 0;
+      if (weft__deque_size(&v->dq[prio]) == 0)
+        continue;
+      t = weft__deque_steal(&v->dq[prio], &lost);
+      if (t != NULL) {
+        bump(&w->stats.steals);
+        if (prio != WEFT_PRIORITY_NORMAL)
+          atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
+                                    memory_order_relaxed);
+        return t;
+      }
+      bump(&w->stats.failed_steals);
+    }
+    lo = hi;
+  }
+  return NULL;
+}
+
+static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing) {
+  weft_runtime_t* rt = w->rt;
+  weft__task_t* t;
+
+  t = weft__deque_pop(&w->dq[prio]);
+  if (t != NULL && prio != WEFT_PRIORITY_NORMAL)
+    atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
+                              memory_order_relaxed);
+  if (t == NULL)
+    t = weft__inject_pop(&w->mailbox, prio);
+  if (t == NULL)
+    t = weft__inject_pop(&rt->inject, prio);
+  if (t == NULL && stealing)
+    t = steal(w, prio);
+  return t;
+}
+
+static bool level_busy(weft_runtime_t* rt, weft__worker_t* w, int prio) {
+  return atomic_load_explicit(&rt->dq_prio_len[prio], memory_order_relaxed) ||
+         atomic_load_explicit(&rt->inject.len[prio], memory_order_relaxed) ||
+         atomic_load_explicit(&w->mailbox.len[prio], memory_order_relaxed);
+}
+
+/* One look through every source, in priority order. */
+static weft__task_t* find_once(weft__worker_t* w, bool stealing) {
+  weft_runtime_t* rt = w->rt;
+  weft__task_t* t;
+
+  if (level_busy(rt, w, WEFT_PRIORITY_HIGH)) {
+    t = take_level(w, WEFT_PRIORITY_HIGH, stealing);
+    if (t != NULL)
+      return t;
+  }
+  if (++w->tick % WEFT__INJECT_EVERY == 0) {
+    t = weft__inject_pop(&rt->inject, WEFT_PRIORITY_NORMAL);
+    if (t != NULL)
+      return t;
+  }
+  t = take_level(w, WEFT_PRIORITY_NORMAL, stealing);
+  if (t != NULL)
+    return t;
+  if (level_busy(rt, w, WEFT_PRIORITY_LOW))
+    t = take_level(w, WEFT_PRIORITY_LOW, stealing);
+  return t;
+}
+
+static weft__task_t* find_task(weft__worker_t* w) {
+  weft_runtime_t* rt = w->rt;
+  weft__task_t* t;
+  unsigned round;
+
+  t = find_once(w, false);
+  if (t != NULL)
+    return t;
+  for (;;) {
+    for (round = 0; round < WEFT__SPIN_ROUNDS; round++) {
+      bool searching = weft__idle_start_search(rt, w);
+      t = find_once(w, searching);
+      if (t != NULL) {
+        /* The last searcher to find work wakes another, which searches in
+         * turn: work fans out one wake-up at a time. */
+        if (weft__idle_end_search(rt, w))
+          weft__idle_notify(rt);
+        return t;
+      }
+      if (atomic_load_explicit(&rt->stop, memory_order_acquire)) {
+        weft__idle_end_search(rt, w);
+        return NULL;
+      }
+      for (unsigned i = 0; i < (1u << (round < 6 ? round : 6)); i++)
+        weft__cpu_relax();
+    }
+    weft__idle_park(rt, w);
+    w = weft__worker_current();
+  }
+}
+
+static void run_job(weft__worker_t* w, weft__job_t* j) {
+  weft__fiber_t* f = w->current;
+  weft_job_cb fn = j->fn;
+  void* arg = j->arg;
+  weft__counter_t* c = j->counter;
+
+  f->task.pin = j->task.pin;
+  f->task.prio = j->task.prio;
+  weft__job_free(w->rt, w, j);
+  fn(arg);
+  /* The job may have waited and resumed on another worker. */
+  w = weft__worker_current();
+  if (f->fls_used) {
+    for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
+      f->fls[i] = NULL;
+    f->fls_used = 0;
+  }
+  f->task.pin = -1;
+  f->task.prio = WEFT_PRIORITY_NORMAL;
+  if (c != NULL)
+    weft__counter_sub(c, 1);
+  bump(&w->stats.jobs_run);
+  /* Release pairs with the acquire loads of weft__runtime_quiescent: the
+   * job's own submissions (made before) are seen with its completion. */
+  atomic_store_explicit(
+      &w->completed,
+      atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
+      memory_order_release);
+}
+
+void weft__worker_loop(void) {
+  for (;;) {
+    weft__worker_t* w = weft__worker_current();
+    weft__task_t* t = find_task(w);
+    if (t == NULL) {
+      /* Stopping: leave for good, back to the thread's own stack. */
+      weft__ctx_exit(&w->current->ctx, &w->native, NULL);
+    } else if (t->kind == WEFT__TASK_JOB) {
+      run_job(w, (weft__job_t*)t);
+    } else {
+      weft__fiber_resume(w, (weft__fiber_t*)t);
+    }
+  }
+}
+
+void weft__worker_run_here(weft__worker_t* w) {
+  weft__fiber_t* f;
+  weft__post_t post;
+
+  weft__worker_set_current(w);
+  weft__stack_thread_init(&w->altstack);
+  if (w->rt->cfg.pin)
+    weft__topology_pin_self(&w->rt->plan, w->index);
+  w->rng = 0x9E3779B97F4A7C15ull * (w->index + 1);
+  weft__ctx_init_thread(&w->native);
+  f = w->current; /* made by weft__runtime_start */
+  post.op = WEFT__POST_START;
+  post.fiber = NULL;
+  weft__ctx_switch(&w->native, &f->ctx, &post);
+  /* Back on the thread's stack: the runtime stopped. */
+  w->current = NULL;
+  weft__stack_thread_exit(&w->altstack);
+  weft__worker_set_current(NULL);
+}
+
+void* weft__worker_main(void* arg) {
+  weft__worker_run_here(arg);
+  return NULL;
+}

@@ -1,0 +1,248 @@
+/* test_runtime.c: runtime life cycle, weft_run, errors and bad arguments,
+ * destroy with jobs in flight, stats.
+ */
+#include <string.h>
+
+#include "test_util.h"
+
+static void runtime_create_defaults(void** state) {
+  weft_config_t cfg;
+  weft_runtime_t* rt = NULL;
+  weft_stats_t s;
+  (void)state;
+
+  assert_int_equal(weft_config_init(&cfg), 0);
+  assert_int_equal(cfg.workers, 0);
+  assert_int_equal(cfg.stack_size, 512 * 1024);
+  assert_true(cfg.fibers_per_worker > 0);
+  assert_int_equal(cfg.pin, 1);
+  assert_int_equal(weft_runtime_create(&rt, NULL), 0);
+  assert_non_null(rt);
+  /* Lazy: no workers until the first job. */
+  assert_int_equal(weft_stats(rt, &s), 0);
+  assert_int_equal(s.workers, 0);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+static void runtime_bad_args(void** state) {
+  weft_config_t cfg;
+  weft_runtime_t* rt = NULL;
+  weft_stats_t s;
+  weft_worker_stats_t ws;
+  weft_counter_t c;
+  (void)state;
+
+  assert_int_equal(weft_config_init(NULL), -EINVAL);
+  assert_int_equal(weft_runtime_create(NULL, NULL), -EINVAL);
+  weft_config_init(&cfg);
+  cfg.stack_size = 100;
+  assert_int_equal(weft_runtime_create(&rt, &cfg), -EINVAL);
+  assert_null(rt);
+  weft_config_init(&cfg);
+  cfg.workers = 1000000;
+  assert_int_equal(weft_runtime_create(&rt, &cfg), -EINVAL);
+  assert_int_equal(weft_runtime_destroy(NULL), -EINVAL);
+  assert_int_equal(weft_run(NULL, NULL, NULL), -EINVAL);
+
+  rt = test_runtime(2);
+  assert_int_equal(weft_spawn(rt, NULL, NULL, NULL), -EINVAL);
+  assert_int_equal(weft_spawn(NULL, NULL, NULL, NULL), -EINVAL);
+  assert_int_equal(weft_spawn_batch(rt, NULL, 3, NULL), -EINVAL);
+  assert_int_equal(weft_stats(NULL, &s), -EINVAL);
+  assert_int_equal(weft_stats(rt, NULL), -EINVAL);
+  assert_int_equal(weft_worker_stats(rt, 0, &ws), -EINVAL); /* not started */
+  assert_int_equal(weft_counter_init(NULL, 0), -EINVAL);
+  assert_int_equal(weft_counter_wait(NULL, 0), -EINVAL);
+  assert_int_equal(weft_counter_add(NULL, 1), -EINVAL);
+  assert_int_equal(weft_parallel_for(rt, 5, 1, 0, NULL, NULL), -EINVAL);
+  assert_int_equal(weft_parallel_for(NULL, 0, 1, 0, NULL, NULL), -EINVAL);
+  {
+    weft_spawn_opts_t o = {WEFT_PRIORITY_NORMAL, 2}; /* only 0 and 1 */
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn_ex(rt, (weft_job_cb)abort, NULL, &c, &o),
+                     -EINVAL);
+    o.worker = -2;
+    assert_int_equal(weft_spawn_ex(rt, (weft_job_cb)abort, NULL, &c, &o),
+                     -EINVAL);
+    o.worker = -1;
+    o.priority = (weft_priority_t)7;
+    assert_int_equal(weft_spawn_ex(rt, (weft_job_cb)abort, NULL, &c, &o),
+                     -EINVAL);
+    assert_int_equal(weft_counter_value(&c), 0);
+  }
+  assert_int_equal(weft_worker_stats(rt, 2, &ws), -EINVAL);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+static void runtime_wrong_context(void** state) {
+  void* v = NULL;
+  (void)state;
+  /* Fiber-only functions on a plain thread. */
+  assert_int_equal(weft_yield(), -EPERM);
+  assert_int_equal(weft_worker_id(), -EPERM);
+  assert_int_equal(weft_fls_set(0, &v), -EPERM);
+  assert_int_equal(weft_fls_get(0, &v), -EPERM);
+  assert_null(weft_runtime_self());
+}
+
+static void runtime_strerror(void** state) {
+  (void)state;
+  assert_string_equal(weft_err_name(-EINVAL), "EINVAL");
+  assert_string_equal(weft_err_name(-EPERM), "EPERM");
+  assert_string_equal(weft_err_name(0), "OK");
+  assert_string_equal(weft_err_name(-99999), "UNKNOWN");
+  assert_true(strstr(weft_strerror(-EPERM), "fiber") != NULL);
+  assert_string_equal(weft_strerror(-ENOMEM), "out of memory");
+  assert_string_equal(weft_strerror(12345), "unknown error");
+}
+
+/* ---- destroy with jobs in flight loses none ---------------------------- */
+
+static atomic_long ran;
+
+static void slow_leaf(void* arg) {
+  (void)arg;
+  if (atomic_fetch_add(&ran, 1) % 64 == 0)
+    test_sleep_ms(1);
+}
+
+static void spawner(void* arg) {
+  long i;
+  long n = (long)(intptr_t)arg;
+  /* Children spawned by a job are part of what destroy must wait for. */
+  for (i = 0; i < n; i++)
+    CHECK(weft_spawn(NULL, slow_leaf, NULL, NULL) == 0);
+}
+
+static void waiting_job(void* arg) {
+  weft_counter_t c;
+  long i;
+  (void)arg;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 16; i++)
+    weft_spawn(NULL, slow_leaf, NULL, &c);
+  weft_counter_wait(&c, 0); /* suspended while destroy starts */
+  atomic_fetch_add(&ran, 1);
+}
+
+static void runtime_destroy_in_flight(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    weft_runtime_t* rt = test_runtime(test_worker_counts[k]);
+    long n = test_size(2000);
+    long i;
+    atomic_store(&ran, 0);
+    for (i = 0; i < 10; i++) {
+      assert_int_equal(weft_spawn(rt, spawner, (void*)(intptr_t)n, NULL), 0);
+      assert_int_equal(weft_spawn(rt, waiting_job, NULL, NULL), 0);
+    }
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+    assert_int_equal(atomic_load(&ran), 10 * n + 10 * 17);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* ---- weft_run ------------------------------------------------------------ */
+
+typedef struct {
+  atomic_long leaves;
+  int main_worker;
+  weft_runtime_t* self;
+} run_state_t;
+
+static void run_leaf(void* arg) {
+  run_state_t* st = arg;
+  atomic_fetch_add(&st->leaves, 1);
+}
+
+static void run_main(void* arg) {
+  run_state_t* st = arg;
+  int i;
+  st->main_worker = weft_worker_id();
+  st->self = weft_runtime_self();
+  /* Not waited on: weft_run itself must wait for these. */
+  for (i = 0; i < 1000; i++)
+    weft_spawn(NULL, run_leaf, st, NULL);
+  /* A nested weft_run or destroy from a job would deadlock. */
+  CHECK(weft_run(NULL, run_main, st) == -EDEADLK);
+  CHECK(weft_runtime_destroy(st->self) == -EDEADLK);
+}
+
+static void runtime_run(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    weft_config_t cfg;
+    run_state_t st;
+    weft_config_init(&cfg);
+    cfg.workers = test_worker_counts[k];
+    memset(&st, 0, sizeof(st));
+    st.main_worker = -1;
+    assert_int_equal(weft_run(&cfg, run_main, &st), 0);
+    assert_int_equal(atomic_load(&st.leaves), 1000);
+    assert_true(st.main_worker >= 0 &&
+                st.main_worker < (int)test_worker_counts[k]);
+    assert_non_null(st.self);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* ---- stats ------------------------------------------------------------- */
+
+static void noop(void* arg) {
+  (void)arg;
+}
+
+static void runtime_stats(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  weft_counter_t c;
+  weft_stats_t s;
+  weft_worker_stats_t ws;
+  uint64_t sum = 0;
+  unsigned i;
+  (void)state;
+
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 5000; i++)
+    assert_int_equal(weft_spawn(rt, noop, NULL, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  assert_int_equal(weft_stats(rt, &s), 2);
+  assert_int_equal(s.workers, 2);
+  for (i = 0; i < 2; i++) {
+    assert_int_equal(weft_worker_stats(rt, i, &ws), 0);
+    sum += ws.jobs_run;
+  }
+  assert_true(sum >= 5000 - 2); /* the last decrements race the reads */
+  assert_true(s.fibers_created >= 2);
+  test_assert_no_live_fibers(rt);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+static void runtime_spawn_after_destroy_start(void** state) {
+  /* Many runtimes in a row: each one starts, runs and frees everything. */
+  int i;
+  (void)state;
+  for (i = 0; i < 50; i++) {
+    weft_runtime_t* rt = test_runtime(2);
+    weft_counter_t c;
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, noop, NULL, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(runtime_create_defaults),
+      cmocka_unit_test(runtime_bad_args),
+      cmocka_unit_test(runtime_wrong_context),
+      cmocka_unit_test(runtime_strerror),
+      cmocka_unit_test(runtime_destroy_in_flight),
+      cmocka_unit_test(runtime_run),
+      cmocka_unit_test(runtime_stats),
+      cmocka_unit_test(runtime_spawn_after_destroy_start),
+  };
+  return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
+}

@@ -1,0 +1,308 @@
+/* test_spawn.c: submission from plain threads and jobs, batches,
+ * priorities and pinning.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "test_util.h"
+
+/* ---- 1M jobs from 4 plain threads, each run exactly once ---------------- */
+
+typedef struct {
+  weft_runtime_t* rt;
+  atomic_uchar* hits;
+  long first;
+  long count;
+  weft_counter_t* shared;
+  int use_batch;
+} feeder_t;
+
+static void hit(void* arg) {
+  atomic_uchar* h = arg;
+  atomic_fetch_add_explicit(h, 1, memory_order_relaxed);
+}
+
+static void* feeder(void* arg) {
+  feeder_t* f = arg;
+  weft_counter_t mine;
+  long i;
+
+  weft_counter_init(&mine, 0);
+  if (!f->use_batch) {
+    for (i = 0; i < f->count; i++) {
+      if (weft_spawn(f->rt, hit, &f->hits[f->first + i], &mine) != 0)
+        atomic_fetch_add(&test_failures, 1);
+    }
+  } else {
+    weft_job_t jobs[100];
+    for (i = 0; i < f->count; i += 100) {
+      long k;
+      long m = f->count - i < 100 ? f->count - i : 100;
+      for (k = 0; k < m; k++) {
+        jobs[k].fn = hit;
+        jobs[k].arg = &f->hits[f->first + i + k];
+      }
+      if (weft_spawn_batch(f->rt, jobs, (size_t)m, &mine) != 0)
+        atomic_fetch_add(&test_failures, 1);
+    }
+  }
+  weft_counter_wait(&mine, 0);
+  weft_counter_add(f->shared, -1);
+  return NULL;
+}
+
+static void run_feeders(unsigned workers, long total, int use_batch) {
+  weft_runtime_t* rt = test_runtime(workers);
+  atomic_uchar* hits = calloc((size_t)total, 1);
+  feeder_t f[4];
+  pthread_t th[4];
+  weft_counter_t shared;
+  long i;
+  int t;
+
+  assert_non_null(hits);
+  weft_counter_init(&shared, 4);
+  for (t = 0; t < 4; t++) {
+    f[t].rt = rt;
+    f[t].hits = hits;
+    f[t].first = total / 4 * t;
+    f[t].count = t == 3 ? total - total / 4 * 3 : total / 4;
+    f[t].shared = &shared;
+    f[t].use_batch = use_batch;
+    assert_int_equal(pthread_create(&th[t], NULL, feeder, &f[t]), 0);
+  }
+  assert_int_equal(weft_counter_wait(&shared, 0), 0);
+  for (t = 0; t < 4; t++)
+    pthread_join(th[t], NULL);
+  for (i = 0; i < total; i++)
+    if (hits[i] != 1)
+      fail_msg("job %ld ran %d times", i, (int)hits[i]);
+  test_assert_no_live_fibers(rt);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  free(hits);
+  ASSERT_NO_CHECK_FAILED();
+}
+
+static void spawn_1m_from_4_threads(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++)
+    run_feeders(test_worker_counts[k], test_size(1000000), 0);
+}
+
+static void spawn_batch_from_4_threads(void** state) {
+  (void)state;
+  run_feeders(2, test_size(1000000), 1);
+}
+
+/* ---- batches from a job -------------------------------------------------- */
+
+static void batch_parent(void* arg) {
+  atomic_uchar* hits = arg;
+  weft_job_t jobs[1000];
+  weft_counter_t c;
+  int i;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 1000; i++) {
+    jobs[i].fn = hit;
+    jobs[i].arg = &hits[i];
+  }
+  CHECK(weft_spawn_batch(NULL, jobs, 1000, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  for (i = 0; i < 1000; i++)
+    CHECK(hits[i] == 1);
+  jobs[500].fn = NULL; /* a bad entry rejects the whole batch */
+  CHECK(weft_spawn_batch(NULL, jobs, 1000, &c) == -EINVAL);
+  CHECK(weft_counter_value(&c) == 0);
+}
+
+static void spawn_batch_from_job(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    weft_runtime_t* rt = test_runtime(test_worker_counts[k]);
+    atomic_uchar hits[1000];
+    weft_counter_t c;
+    memset(hits, 0, sizeof(hits));
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, batch_parent, hits, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* ---- priorities ------------------------------------------------------------ */
+
+typedef struct {
+  atomic_int next;
+  int order[64];
+  atomic_int gate;
+} prio_t;
+
+typedef struct {
+  prio_t* p;
+  int tag; /* 0..: high tags are < 100, low are >= 100 */
+} tagged_t;
+
+static void blocker(void* arg) {
+  prio_t* p = arg;
+  /* Occupies the only worker (no fiber switch) until the test queued
+   * everything. */
+  while (!atomic_load(&p->gate))
+    test_sleep_ms(1);
+}
+
+static void record(void* arg) {
+  tagged_t* t = arg;
+  int i = atomic_fetch_add(&t->p->next, 1);
+  if (i < 64)
+    t->p->order[i] = t->tag;
+}
+
+static void check_high_first(prio_t* p, int nhigh, int nlow) {
+  int i;
+  assert_int_equal(atomic_load(&p->next), nhigh + nlow);
+  for (i = 0; i < nhigh; i++)
+    assert_true(p->order[i] < 100);
+  for (; i < nhigh + nlow; i++)
+    assert_true(p->order[i] >= 100);
+}
+
+static void spawn_priority_outside(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  weft_spawn_opts_t hi = {WEFT_PRIORITY_HIGH, -1};
+  weft_spawn_opts_t lo = {WEFT_PRIORITY_LOW, -1};
+  weft_counter_t c;
+  tagged_t tags[20];
+  prio_t p;
+  int i;
+  (void)state;
+
+  memset(&p, 0, sizeof(p));
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, blocker, &p, &c), 0);
+  /* Low first, then high: high must still run first. */
+  for (i = 0; i < 10; i++) {
+    tags[i].p = &p;
+    tags[i].tag = 100 + i;
+    assert_int_equal(weft_spawn_ex(rt, record, &tags[i], &c, &lo), 0);
+  }
+  for (i = 10; i < 20; i++) {
+    tags[i].p = &p;
+    tags[i].tag = i;
+    assert_int_equal(weft_spawn_ex(rt, record, &tags[i], &c, &hi), 0);
+  }
+  atomic_store(&p.gate, 1);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  check_high_first(&p, 10, 10);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+typedef struct {
+  prio_t* p;
+  tagged_t tags[20];
+} prio_job_t;
+
+static void prio_parent(void* arg) {
+  prio_job_t* pj = arg;
+  weft_spawn_opts_t hi = {WEFT_PRIORITY_HIGH, -1};
+  weft_spawn_opts_t lo = {WEFT_PRIORITY_LOW, -1};
+  weft_spawn_opts_t normal = {WEFT_PRIORITY_NORMAL, -1};
+  weft_counter_t c;
+  int i;
+  weft_counter_init(&c, 0);
+  /* Queued on this worker's own deques while it is busy here. */
+  for (i = 0; i < 10; i++) {
+    pj->tags[i].p = pj->p;
+    pj->tags[i].tag = 100 + i;
+    CHECK(weft_spawn_ex(NULL, record, &pj->tags[i], &c,
+                        i % 2 ? &lo : &normal) == 0);
+  }
+  for (i = 10; i < 20; i++) {
+    pj->tags[i].p = pj->p;
+    pj->tags[i].tag = i;
+    CHECK(weft_spawn_ex(NULL, record, &pj->tags[i], &c, &hi) == 0);
+  }
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+static void spawn_priority_from_job(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  weft_counter_t c;
+  prio_job_t pj;
+  prio_t p;
+  (void)state;
+
+  memset(&p, 0, sizeof(p));
+  pj.p = &p;
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, prio_parent, &pj, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  check_high_first(&p, 10, 10);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* ---- pinning ------------------------------------------------------------- */
+
+typedef struct {
+  int want;
+  atomic_int* wrong;
+  weft_counter_t* gate;
+} pinned_t;
+
+static void pinned_job(void* arg) {
+  pinned_t* p = arg;
+  if (weft_worker_id() != p->want)
+    atomic_fetch_add(p->wrong, 1);
+  /* A pinned job that waits resumes on its worker too. */
+  weft_counter_wait(p->gate, 0);
+  if (weft_worker_id() != p->want)
+    atomic_fetch_add(p->wrong, 1);
+}
+
+static void gate_opener(void* arg) {
+  weft_counter_add(arg, -1);
+}
+
+static void spawn_pinned(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    unsigned n = test_worker_counts[k];
+    weft_runtime_t* rt = test_runtime(n);
+    weft_counter_t c;
+    weft_counter_t gate;
+    atomic_int wrong = 0;
+    pinned_t p[64];
+    int i;
+    weft_counter_init(&c, 0);
+    weft_counter_init(&gate, 1);
+    for (i = 0; i < 64; i++) {
+      weft_spawn_opts_t o = {WEFT_PRIORITY_NORMAL, (int)(i % n)};
+      p[i].want = (int)(i % n);
+      p[i].wrong = &wrong;
+      p[i].gate = &gate;
+      assert_int_equal(weft_spawn_ex(rt, pinned_job, &p[i], &c, &o), 0);
+    }
+    /* Opened by a job on whatever worker: the waiters go home. */
+    assert_int_equal(weft_spawn(rt, gate_opener, &gate, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    assert_int_equal(atomic_load(&wrong), 0);
+    test_assert_no_live_fibers(rt);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(spawn_1m_from_4_threads),
+      cmocka_unit_test(spawn_batch_from_4_threads),
+      cmocka_unit_test(spawn_batch_from_job),
+      cmocka_unit_test(spawn_priority_outside),
+      cmocka_unit_test(spawn_priority_from_job),
+      cmocka_unit_test(spawn_pinned),
+  };
+  return cmocka_run_group_tests_name("spawn", tests, NULL, NULL);
+}
