@@ -241,6 +241,7 @@ int main(void) {
 
   weft_config_init(&cfg);
   cfg.workers = (unsigned)env_long("THREADS", 2);
+  cfg.pin = (int)env_long("WEFT_PIN", 1);
   if (weft_runtime_create(&rt, &cfg) != 0)
     return 1;
   imb_out = calloc(IMB_N, sizeof(*imb_out));

@@ -1,25 +1,38 @@
 /* counter.c: atomic counters and waiting for them.
  *
- * The value is one atomic; waiters (suspended fibers or blocked threads)
- * sit on a list behind a small lock that only waiting and waking touch. A
- * decrement is one fetch_sub plus one load of the list head, so jobs that
- * nobody waits on never take the lock. The lost wake-up (a waiter
- * registering just after the value reached its target) is closed by a
- * Dekker pair: the waiter publishes itself then re-reads the value, the
- * decrementer writes the value then reads the list, all seq_cst.
+ * A counter is one atomic word holding the value, a "has waiters" bit and a
+ * count of wakers in flight (see internal.h). Waiters (suspended fibers or
+ * blocked threads) sit on a list behind a small lock. A decrement is one
+ * CAS: when the bit is clear it never touches the counter again, so jobs
+ * nobody waits on cost no more; when set, the same CAS registers it as a
+ * waker, and it wakes whoever the new value satisfies. The lost wake-up (a
+ * waiter registering just as the value reaches its target) cannot happen:
+ * setting the bit and reading the value is one atomic operation, ordered
+ * against every decrement. A waiter returns only once no waker is in
+ * flight, so the counter's memory may be reused right after.
  */
+#include <sched.h>
+
 #include "internal.h"
 
 static weft__counter_t* cast(weft_counter_t* c) {
   return (weft__counter_t*)(void*)c;
 }
 
+static int64_t value_of(int64_t state) {
+  /* Arithmetic shift: the value is signed (gcc and clang shift signed
+   * integers arithmetically). */
+  return state >> 17;
+}
+
 int weft_counter_init(weft_counter_t* c, int64_t value) {
   weft__counter_t* k;
   if (c == NULL)
     return -EINVAL;
+  if (value > WEFT__CTR_MAX || value < -WEFT__CTR_MAX)
+    return -ERANGE;
   k = cast(c);
-  atomic_init(&k->value, value);
+  atomic_init(&k->state, value * WEFT__CTR_ONE);
   atomic_init(&k->waiters, NULL);
   atomic_init(&k->lock.locked, 0);
   return 0;
@@ -28,12 +41,34 @@ int weft_counter_init(weft_counter_t* c, int64_t value) {
 int64_t weft_counter_value(const weft_counter_t* c) {
   if (c == NULL)
     return 0;
-  return atomic_load_explicit(&cast((weft_counter_t*)c)->value,
-                              memory_order_acquire);
+  return value_of(atomic_load_explicit(&cast((weft_counter_t*)c)->state,
+                                       memory_order_acquire));
 }
 
-/* Takes every waiter whose target the value now meets off the list and
- * wakes it. */
+/* Waits until no waker is in flight: after this, nothing inside weft will
+ * touch the counter on account of the decrements seen so far. Wakers hold
+ * their registration only for a short critical section. */
+static void quiesce(weft__counter_t* c) {
+  unsigned spins = 0;
+  /* Acquire pairs with the release in waker_done. */
+  while (atomic_load_explicit(&c->state, memory_order_acquire) &
+         WEFT__CTR_WAKERS_MASK) {
+    if (++spins < 128)
+      weft__cpu_relax();
+    else
+      sched_yield();
+  }
+}
+
+static void waker_done(weft__counter_t* c) {
+  /* Release: our last access to the counter; pairs with the acquire loads
+   * in quiesce(). */
+  atomic_fetch_sub_explicit(&c->state, 1, memory_order_release);
+}
+
+/* A registered waker: takes every waiter the value now satisfies off the
+ * list, unregisters, then wakes them (they may free the counter once all
+ * wakers are gone, so waking comes after our last access). */
 static void wake_waiters(weft__counter_t* c) {
   weft__waiter_t* ready = NULL;
   weft__waiter_t** link;
@@ -41,7 +76,7 @@ static void wake_waiters(weft__counter_t* c) {
   int64_t v;
 
   weft__spin_lock(&c->lock);
-  v = atomic_load_explicit(&c->value, memory_order_seq_cst);
+  v = value_of(atomic_load_explicit(&c->state, memory_order_seq_cst));
   link = (weft__waiter_t**)&c->waiters;
   for (wt = atomic_load_explicit(&c->waiters, memory_order_relaxed);
        wt != NULL;) {
@@ -55,7 +90,11 @@ static void wake_waiters(weft__counter_t* c) {
     }
     wt = next;
   }
+  if (atomic_load_explicit(&c->waiters, memory_order_relaxed) == NULL)
+    atomic_fetch_and_explicit(&c->state, ~WEFT__CTR_WAITERS,
+                              memory_order_relaxed);
   weft__spin_unlock(&c->lock);
+  waker_done(c);
 
   while (ready != NULL) {
     wt = ready;
@@ -65,10 +104,9 @@ static void wake_waiters(weft__counter_t* c) {
       weft__fiber_set(f, WEFT__FIBER_WAITING, WEFT__FIBER_READY);
       weft__worker_ready(f->rt, weft__worker_current(), &f->task);
     } else {
-      /* Release pairs with the waiting thread's acquire load: the job
-       * results published before the decrement are visible to it. After
-       * this store the waiter may return and its stack frame vanish, so
-       * only the futex syscall (no memory access) may follow. */
+      /* Release pairs with the waiting thread's acquire load. After this
+       * store the waiter may return and its frame vanish, so only the
+       * futex syscall (no memory access) may follow. */
       atomic_store_explicit(&wt->futex, 1, memory_order_release);
       weft__futex_wake(&wt->futex, 1);
     }
@@ -76,17 +114,27 @@ static void wake_waiters(weft__counter_t* c) {
 }
 
 void weft__counter_sub(weft__counter_t* c, int64_t n) {
-  /* seq_cst RMW then seq_cst load: the decrementer's half of the Dekker
-   * pair with weft__counter_enqueue / thread_wait (store list, load value).
-   * It also releases the job's writes to whoever waits on the value. */
-  atomic_fetch_sub_explicit(&c->value, n, memory_order_seq_cst);
-  if (atomic_load_explicit(&c->waiters, memory_order_seq_cst) != NULL)
+  int64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
+  int64_t ns;
+
+  /* seq_cst (release for the job's writes, which waiters acquire; total
+   * order with the waiters' fetch_or). With waiters present the same CAS
+   * registers us as a waker. */
+  do {
+    ns = s - n * WEFT__CTR_ONE;
+    if (s & WEFT__CTR_WAITERS)
+      ns += 1;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &c->state, &s, ns, memory_order_seq_cst, memory_order_relaxed));
+  if (s & WEFT__CTR_WAITERS)
     wake_waiters(c);
 }
 
 int weft_counter_add(weft_counter_t* c, int64_t delta) {
   if (c == NULL)
     return -EINVAL;
+  if (delta > WEFT__CTR_MAX || delta < -WEFT__CTR_MAX)
+    return -ERANGE;
   weft__counter_sub(cast(c), -delta);
   return 0;
 }
@@ -94,13 +142,21 @@ int weft_counter_add(weft_counter_t* c, int64_t delta) {
 /* Puts wt on the list unless the target is already met. Returns whether it
  * was queued. */
 static bool enqueue(weft__counter_t* c, weft__waiter_t* wt) {
+  int64_t s;
+
   weft__spin_lock(&c->lock);
   wt->next = atomic_load_explicit(&c->waiters, memory_order_relaxed);
-  /* The waiter's half of the Dekker pair (see weft__counter_sub). */
-  atomic_store_explicit(&c->waiters, wt, memory_order_seq_cst);
-  if (atomic_load_explicit(&c->value, memory_order_seq_cst) <= wt->target) {
+  atomic_store_explicit(&c->waiters, wt, memory_order_relaxed);
+  /* One RMW sets the bit and reads the value: every decrement is ordered
+   * before it (we see its value) or after it (it sees the bit). */
+  s = atomic_fetch_or_explicit(&c->state, WEFT__CTR_WAITERS,
+                               memory_order_seq_cst);
+  if (value_of(s) <= wt->target) {
     /* Reached meanwhile: we are still at the head (the lock is held). */
     atomic_store_explicit(&c->waiters, wt->next, memory_order_relaxed);
+    if (wt->next == NULL)
+      atomic_fetch_and_explicit(&c->state, ~WEFT__CTR_WAITERS,
+                                memory_order_relaxed);
     weft__spin_unlock(&c->lock);
     return false;
   }
@@ -112,18 +168,17 @@ bool weft__counter_enqueue(weft__counter_t* c, weft__waiter_t* wt) {
   return enqueue(c, wt);
 }
 
-static int thread_wait(weft__counter_t* c, int64_t target) {
+static void thread_wait(weft__counter_t* c, int64_t target) {
   weft__waiter_t wt;
 
   wt.target = target;
   wt.fiber = NULL;
   atomic_init(&wt.futex, 0);
   if (!enqueue(c, &wt))
-    return 0;
+    return;
   /* Acquire pairs with the release store in wake_waiters. */
   while (atomic_load_explicit(&wt.futex, memory_order_acquire) == 0)
     weft__futex_wait(&wt.futex, 0);
-  return 0;
 }
 
 int weft_counter_wait(weft_counter_t* counter, int64_t target) {
@@ -134,17 +189,21 @@ int weft_counter_wait(weft_counter_t* counter, int64_t target) {
   if (counter == NULL)
     return -EINVAL;
   c = cast(counter);
-  /* Acquire pairs with the seq_cst decrement: the finished jobs' writes are
-   * visible when we return without waiting. */
-  if (atomic_load_explicit(&c->value, memory_order_acquire) <= target)
-    return 0;
-  w = weft__worker_current();
-  if (w == NULL || w->current == NULL)
-    return thread_wait(c, target);
-  post.op = WEFT__POST_WAIT;
-  post.fiber = w->current;
-  post.counter = c;
-  post.target = target;
-  weft__fiber_suspend(w, &post);
+  /* Acquire pairs with the seq_cst decrements: the finished jobs' writes
+   * are visible when we return without waiting. */
+  if (value_of(atomic_load_explicit(&c->state, memory_order_acquire)) >
+      target) {
+    w = weft__worker_current();
+    if (w == NULL || w->current == NULL) {
+      thread_wait(c, target);
+    } else {
+      post.op = WEFT__POST_WAIT;
+      post.fiber = w->current;
+      post.counter = c;
+      post.target = target;
+      weft__fiber_suspend(w, &post);
+    }
+  }
+  quiesce(c);
   return 0;
 }

@@ -126,11 +126,30 @@ typedef struct weft__waiter_s {
   atomic_uint futex;
 } weft__waiter_t;
 
+/* The counter's state is one word, so that a decrement learns from its own
+ * atomic operation whether anyone waits, and registers itself as a waker in
+ * that same operation: bits 0-15 count wakers in flight, bit 16 says the
+ * waiter list is not empty, bits 17-63 hold the signed value. A waiter
+ * returns only when no waker is in flight, so a counter on a stack may
+ * vanish as soon as a wait on it returns. */
 struct weft__counter_s {
-  atomic_llong value;
-  _Atomic(weft__waiter_t*) waiters;
+  atomic_llong state;
+  _Atomic(weft__waiter_t*) waiters; /* under lock */
   weft__spin_t lock;
 };
+
+#define WEFT__CTR_WAKERS_MASK ((int64_t)0xffff)
+#define WEFT__CTR_WAITERS ((int64_t)1 << 16)
+#define WEFT__CTR_ONE ((int64_t)1 << 17)
+#define WEFT__CTR_MAX (((int64_t)1 << 46) - 1)
+
+/* Adds n to the counter's value (the job path: n = 1 at spawn). */
+static inline void weft__counter_inc(weft__counter_t* c, int64_t n) {
+  /* Relaxed: the increment is sequenced before the job's publication,
+   * whose release orders it before the job's decrement. */
+  atomic_fetch_add_explicit(&c->state, n * WEFT__CTR_ONE,
+                            memory_order_relaxed);
+}
 
 _Static_assert(sizeof(weft__counter_t) <= sizeof(weft_counter_t),
                "weft_counter_t too small");
@@ -261,6 +280,10 @@ bool weft__idle_start_search(weft_runtime_t* rt, weft__worker_t* w);
 /* Returns true if w was the last searcher: then it must notify another
  * worker if it found work (the chained wake-up). */
 bool weft__idle_end_search(weft_runtime_t* rt, weft__worker_t* w);
+/* Whether w could find work: its mailbox, and with `everywhere` the
+ * injection queue and every deque. Racy hints. */
+bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
+                             bool everywhere);
 /* Spins, then parks worker w until woken. Returns after a wake. */
 void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w);
 

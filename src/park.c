@@ -190,7 +190,7 @@ bool weft__idle_end_search(weft_runtime_t* rt, weft__worker_t* w) {
 
 /* Is there work worker w could take? Used for the last re-check before
  * sleeping; all loads are hints made safe by the seq_cst fence before it. */
-static bool work_visible(weft_runtime_t* rt, weft__worker_t* w,
+bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
                          bool everywhere) {
   unsigned i;
   int p;
@@ -231,7 +231,7 @@ void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w) {
    * searcher needs to look everywhere (others leave it to that one); every
    * worker looks at its own mailbox, which nobody else can take from. */
   atomic_thread_fence(memory_order_seq_cst);
-  if (work_visible(rt, w, last_searcher) ||
+  if (weft__idle_work_visible(rt, w, last_searcher) ||
       atomic_load_explicit(&rt->stop, memory_order_acquire)) {
     weft__spin_lock(&idle->lock);
     if (w->sleeping) {

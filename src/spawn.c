@@ -80,10 +80,8 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
   j->fn = fn;
   j->arg = arg;
   j->counter = counter != NULL ? cast(counter) : NULL;
-  /* Relaxed: the increment is sequenced before the publication below,
-   * whose release orders it before the job's decrement. */
   if (counter != NULL)
-    atomic_fetch_add_explicit(&j->counter->value, 1, memory_order_relaxed);
+    weft__counter_inc(j->counter, 1);
   count_submitted(rt, w, 1);
   weft__worker_ready(rt, w, &j->task);
   return 0;
@@ -135,8 +133,7 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
     list = &j->task;
   }
   if (counter != NULL)
-    atomic_fetch_add_explicit(&cast(counter)->value, (long long)n,
-                              memory_order_relaxed);
+    weft__counter_inc(cast(counter), (int64_t)n);
   count_submitted(rt, w, n);
 
   if (w == NULL) {

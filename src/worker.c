@@ -164,8 +164,11 @@ static weft__task_t* find_task(weft__worker_t* w) {
       t = find_once(w, searching);
       if (t != NULL) {
         /* The last searcher to find work wakes another, which searches in
-         * turn: work fans out one wake-up at a time. */
-        if (weft__idle_end_search(rt, w))
+         * turn: work fans out one wake-up at a time. Only if there is more
+         * to find: a wake-up costs the waker a syscall (an IPI on a VM),
+         * which a lone job's start latency should not pay. */
+        if (weft__idle_end_search(rt, w) &&
+            weft__idle_work_visible(rt, w, true))
           weft__idle_notify(rt);
         return t;
       }

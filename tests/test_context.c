@@ -16,7 +16,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -501,12 +500,22 @@ static void ctx_init_einval(void** state) {
 
 static weft__ctx_t ret_ctx;
 
+#define ABORTED_EXIT 42
+
 static void returning_entry(void* arg) {
   (void) arg;
 }
 
+/* abort() raises SIGABRT first: turn that into a recognizable exit code,
+ * which also spares the child a core dump (and qemu-user, which hangs when a
+ * forked child dies of SIGABRT). */
+static void on_abort(int sig) {
+  (void) sig;
+  _exit(ABORTED_EXIT);
+}
+
 static void ctx_entry_return_aborts(void** state) {
-  struct rlimit no_core = {0, 0};
+  struct sigaction sa;
   int status;
   pid_t pid;
 
@@ -517,8 +526,10 @@ static void ctx_entry_return_aborts(void** state) {
     void* stack;
     int fd;
 
-    /* Quiet the expected message, and no core file from the abort. */
-    setrlimit(RLIMIT_CORE, &no_core);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_abort;
+    sigaction(SIGABRT, &sa, NULL);
+    /* Quiet the expected message. */
     fd = open("/dev/null", O_WRONLY);
     if (fd >= 0)
       dup2(fd, STDERR_FILENO);
@@ -531,8 +542,8 @@ static void ctx_entry_return_aborts(void** state) {
     _exit(4);
   }
   assert_int_equal(waitpid(pid, &status, 0), pid);
-  assert_true(WIFSIGNALED(status));
-  assert_int_equal(WTERMSIG(status), SIGABRT);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), ABORTED_EXIT);
 }
 
 int main(void) {
