@@ -66,11 +66,14 @@ weft__fiber_t* weft__fiber_get(weft__worker_t* w) {
   if (f != NULL) {
     w->pool = f->pool_next;
     w->npool--;
-  } else if (rt->shared_pool != NULL) {
+  } else if (atomic_load_explicit(&rt->shared_pool, memory_order_relaxed) !=
+             NULL) {
+    /* The unlocked load is a hint; the lock hands the fiber over. */
     weft__spin_lock(&rt->fibers_lock);
-    f = rt->shared_pool;
+    f = atomic_load_explicit(&rt->shared_pool, memory_order_relaxed);
     if (f != NULL) {
-      rt->shared_pool = f->pool_next;
+      atomic_store_explicit(&rt->shared_pool, f->pool_next,
+                            memory_order_relaxed);
       rt->nshared--;
     }
     weft__spin_unlock(&rt->fibers_lock);
@@ -101,8 +104,8 @@ void weft__fiber_release(weft__worker_t* w, weft__fiber_t* f) {
     return;
   }
   weft__spin_lock(&rt->fibers_lock);
-  f->pool_next = rt->shared_pool;
-  rt->shared_pool = f;
+  f->pool_next = atomic_load_explicit(&rt->shared_pool, memory_order_relaxed);
+  atomic_store_explicit(&rt->shared_pool, f, memory_order_relaxed);
   rt->nshared++;
   weft__spin_unlock(&rt->fibers_lock);
 }
@@ -117,7 +120,7 @@ void weft__fiber_destroy_all(weft_runtime_t* rt) {
     f = next;
   }
   rt->all_fibers = NULL;
-  rt->shared_pool = NULL;
+  atomic_store_explicit(&rt->shared_pool, NULL, memory_order_relaxed);
   rt->nshared = 0;
 }
 

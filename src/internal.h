@@ -377,7 +377,9 @@ struct weft_runtime_s {
   /* Fibers: every one ever made (for destroy), plus the shared pool. */
   weft__spin_t fibers_lock;
   weft__fiber_t* all_fibers;
-  weft__fiber_t* shared_pool;
+  /* Atomic only so an unlocked emptiness check is well defined; written
+   * under fibers_lock. */
+  _Atomic(weft__fiber_t*) shared_pool;
   unsigned nshared;
   atomic_uint_fast64_t fibers_created;
   /* Quiescence: destroy/weft_run sleep on `quiet` until every job is done. */

@@ -47,11 +47,13 @@ static void bump(atomic_uint_fast64_t* a) {
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
                         weft__task_t* t) {
   int prio = t->prio;
+  int pin = t->pin;
 
-  if (t->pin >= 0) {
-    weft__inject_push(&rt->workers[t->pin].mailbox, t, t, 1, prio);
-    if (w == NULL || w != &rt->workers[t->pin])
-      weft__idle_notify_worker(rt, (unsigned)t->pin);
+  /* Once published, t may run and be freed at once: use the copies. */
+  if (pin >= 0) {
+    weft__inject_push(&rt->workers[pin].mailbox, t, t, 1, prio);
+    if (w != &rt->workers[pin])
+      weft__idle_notify_worker(rt, (unsigned)pin);
     return;
   }
   if (w != NULL && w->rt == rt &&
