@@ -68,13 +68,22 @@ test-asan: asan
 test-tsan: tsan
 	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
-test-valgrind: build
-	cd $(BUILD) && WEFT_VALGRIND=1 ctest --output-on-failure -T memcheck \
-	  -j $(JOBS) $(CTEST_ARGS)
+# Valgrind runs the regular build's tests (not the examples or the install
+# check) under memcheck with smaller stress sizes.
+VALGRIND := valgrind;--error-exitcode=99;--fair-sched=yes;--quiet
+VALGRIND := $(VALGRIND);--leak-check=full;--errors-for-leak-kinds=definite
+build-valgrind/CMakeCache.txt: | deps
+	cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DWEFT_BUILD_BENCH=OFF -DWEFT_BUILD_EXAMPLES=OFF \
+	  "-DWEFT_TEST_LAUNCHER=$(VALGRIND)"
+test-valgrind: deps build-valgrind/CMakeCache.txt
+	cmake --build build-valgrind -j $(JOBS)
+	cd build-valgrind && WEFT_VALGRIND=1 ctest --output-on-failure \
+	  -j $(JOBS) -E install_package $(CTEST_ARGS)
 
 format:
 	clang-format -i include/*.h include/weft/*.h src/*.c src/*.h \
 	  src/arch/*.h tests/*.c bench/*.c examples/*.c
 
 clean:
-	rm -rf $(BUILD) build-asan build-tsan
+	rm -rf $(BUILD) build-asan build-tsan build-valgrind

@@ -21,7 +21,7 @@ static uint64_t now_ns(void) {
   struct timespec ts;
 
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 static long env_long(const char* name, long dflt) {
@@ -66,7 +66,7 @@ int main(void) {
     t0 = now_ns();
     for (i = 0; i < n; i++)
       weft__ctx_switch(&main_ctx, &fiber_ctx, NULL);
-    ns = (double) (now_ns() - t0) / (2.0 * (double) n);
+    ns = (double)(now_ns() - t0) / (2.0 * (double)n);
     if (ns < best)
       best = ns;
   }

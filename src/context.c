@@ -36,8 +36,7 @@ static void ctx_finish_switch(weft__ctx_t* self, void* fake_stack) {
 }
 
 /* Every context made by weft__ctx_init starts here, on its own stack. */
-_Noreturn static void ctx_start(void* arg,
-                                weft__ctx_t* self,
+_Noreturn static void ctx_start(void* arg, weft__ctx_t* self,
                                 void (*entry)(void* arg)) {
   /* A fresh fiber has no fake stack to restore. */
   ctx_finish_switch(self, NULL);
@@ -54,7 +53,7 @@ _Noreturn static void ctx_start(void* arg,
 static void ctx_uc_start(unsigned hi, unsigned lo) {
   weft__ctx_t* self;
 
-  self = (weft__ctx_t*) (uintptr_t) (((uint64_t) hi << 32) | lo);
+  self = (weft__ctx_t*)(uintptr_t)(((uint64_t)hi << 32) | lo);
   ctx_start(self->xfer, self, self->entry);
 }
 #endif
@@ -65,9 +64,7 @@ void weft__ctx_init_thread(weft__ctx_t* c) {
   c->tsan_fiber = weft__tsan_current();
 }
 
-int weft__ctx_init(weft__ctx_t* c,
-                   void* stack_lo,
-                   size_t size,
+int weft__ctx_init(weft__ctx_t* c, void* stack_lo, size_t size,
                    void (*entry)(void* arg)) {
   if (stack_lo == NULL || entry == NULL || size < WEFT__CTX_STACK_MIN)
     return -EINVAL;
@@ -75,7 +72,6 @@ int weft__ctx_init(weft__ctx_t* c,
   memset(c, 0, sizeof(*c));
   c->stack_bottom = stack_lo;
   c->stack_size = size;
-  c->owns_stack_state = 1;
 
   /* A reused stack may still carry the poisoned redzones of frames that
    * never returned; the frame written below would trip over them. */
@@ -93,12 +89,9 @@ int weft__ctx_init(weft__ctx_t* c,
     c->uc.uc_stack.ss_size = size;
     c->uc.uc_link = NULL;
     c->entry = entry;
-    p = (uint64_t) (uintptr_t) c;
-    makecontext(&c->uc,
-                (void (*)(void)) ctx_uc_start,
-                2,
-                (unsigned) (p >> 32),
-                (unsigned) p);
+    p = (uint64_t)(uintptr_t)c;
+    makecontext(&c->uc, (void (*)(void))ctx_uc_start, 2, (unsigned)(p >> 32),
+                (unsigned)p);
   }
 #else
   {
@@ -107,14 +100,14 @@ int weft__ctx_init(weft__ctx_t* c,
     /* Leave 16 zeroed bytes above the frame, so that the trampoline's rsp
      * (x86-64) or sp (AArch64) points at a 16-byte-aligned null word and
      * frame-pointer walkers stop there. */
-    top = ((uintptr_t) stack_lo + size) & ~(uintptr_t) 15;
+    top = ((uintptr_t)stack_lo + size) & ~(uintptr_t)15;
 #if defined(__x86_64__)
     {
       weft__ctx_frame_x64_t* f;
       uint32_t mxcsr;
       uint16_t fpucw;
 
-      f = (weft__ctx_frame_x64_t*) (top - 16 - sizeof(*f));
+      f = (weft__ctx_frame_x64_t*)(top - 16 - sizeof(*f));
       memset(f, 0, sizeof(*f) + 16);
       /* The creator's control state, never zeros: a zero MXCSR unmasks
        * every SSE exception and a zero x87 control word selects single
@@ -124,14 +117,14 @@ int weft__ctx_init(weft__ctx_t* c,
       f->mxcsr = mxcsr;
       f->fpucw = fpucw;
       f->rbp = 0;
-      f->rip = (uintptr_t) weft__ctx_trampoline;
-      /* Popped into callee-saved registers, then read by the trampoline. */
-      f->r12 = (uintptr_t) ctx_start;
-      f->rbx = (uintptr_t) c;
-      f->r13 = (uintptr_t) entry;
-      /* After the switch pops the frame, rsp = top - 16: aligned, as the
+      f->rip = (uintptr_t)weft__ctx_trampoline;
+      /* Loaded like callee-saved registers, then read by the trampoline
+       * (context_offsets.h). */
+      f->r12 = (uintptr_t)ctx_start;
+      f->rbx = (uintptr_t)c;
+      f->r13 = (uintptr_t)entry;
+      /* Once the switch leaves the frame, rsp = top - 16: aligned, as the
        * trampoline's call needs. */
-      _Static_assert(sizeof(*f) == WEFT__CTX_X64_FRAME, "frame");
       c->sp = f;
     }
 #elif defined(__aarch64__)
@@ -139,15 +132,16 @@ int weft__ctx_init(weft__ctx_t* c,
       weft__ctx_frame_a64_t* f;
       uint64_t fpcr;
 
-      f = (weft__ctx_frame_a64_t*) (top - 16 - sizeof(*f));
+      f = (weft__ctx_frame_a64_t*)(top - 16 - sizeof(*f));
       memset(f, 0, sizeof(*f) + 16);
       __asm__ volatile("mrs %0, fpcr" : "=r"(fpcr));
       f->fpcr = fpcr;
-      f->x[29 - 19] = 0;                                /* fp */
-      f->x[30 - 19] = (uintptr_t) weft__ctx_trampoline; /* lr */
-      f->x[WEFT__CTX_A64_START / 8] = (uintptr_t) ctx_start;
-      f->x[WEFT__CTX_A64_SELF / 8] = (uintptr_t) c;
-      f->x[WEFT__CTX_A64_ENTRY / 8] = (uintptr_t) entry;
+      /* x19..x21 as the trampoline expects (context_offsets.h). */
+      f->x[0] = (uintptr_t)ctx_start;
+      f->x[1] = (uintptr_t)c;
+      f->x[2] = (uintptr_t)entry;
+      f->x[29 - 19] = 0;                               /* fp */
+      f->x[30 - 19] = (uintptr_t)weft__ctx_trampoline; /* lr */
       c->sp = f;
     }
 #endif
@@ -158,6 +152,7 @@ int weft__ctx_init(weft__ctx_t* c,
   if (c->tsan_fiber == NULL)
     return -ENOMEM;
   c->valgrind_id = weft__valgrind_stack_register(stack_lo, size);
+  c->owns_stack_state = 1;
   return 0;
 }
 
@@ -171,9 +166,7 @@ void weft__ctx_destroy(weft__ctx_t* c) {
   c->owns_stack_state = 0;
 }
 
-void* weft__ctx_switch_slow(weft__ctx_t* from,
-                            weft__ctx_t* to,
-                            void* arg,
+void* weft__ctx_switch_slow(weft__ctx_t* from, weft__ctx_t* to, void* arg,
                             int exiting) {
   /* `to` reads this on arrival to learn whose stack it left behind. */
   to->prev = from;
@@ -181,8 +174,7 @@ void* weft__ctx_switch_slow(weft__ctx_t* from,
    * learns its bounds) before anything can switch back to it. A NULL save
    * slot tells ASan the current fiber is finished and frees its fake stack. */
   weft__asan_start_switch(exiting ? NULL : &from->asan_fake_stack,
-                          to->stack_bottom,
-                          to->stack_size);
+                          to->stack_bottom, to->stack_size);
 #if WEFT__CTX_UCONTEXT
   to->xfer = arg;
   weft__tsan_switch(to->tsan_fiber);

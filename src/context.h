@@ -13,7 +13,7 @@
 /* WEFT__CTX_UCONTEXT: 1 when switches go through swapcontext() (one
  * sigprocmask system call each), for architectures without a switch_*.S or
  * when built with -DWEFT_FORCE_UCONTEXT to test that path. */
-#if !defined(WEFT_FORCE_UCONTEXT) && defined(__ELF__) &&                      \
+#if !defined(WEFT_FORCE_UCONTEXT) && defined(__ELF__) && \
     (defined(__x86_64__) || defined(__aarch64__))
 #define WEFT__CTX_UCONTEXT 0
 #else
@@ -30,17 +30,17 @@ typedef struct weft__ctx_s weft__ctx_t;
  * in every build so that translation units built with and without a
  * sanitizer agree on the layout; only context.c touches them. */
 struct weft__ctx_s {
-  void* sp;                  /* saved stack pointer (assembly paths) */
-  weft__ctx_t* prev;         /* who switched to us last (ASan bookkeeping) */
-  void* asan_fake_stack;     /* our ASan fake stack while suspended */
-  const void* stack_bottom;  /* lowest stack address, NULL until known */
-  size_t stack_size;         /* 0 until known (native stack: first switch) */
-  void* tsan_fiber;          /* TSan fiber handle */
-  unsigned valgrind_id;      /* Valgrind stack id, 0 if none */
-  int owns_stack_state;      /* 1 if made by weft__ctx_init */
+  void* sp;                 /* saved stack pointer (assembly paths) */
+  weft__ctx_t* prev;        /* who switched to us last (ASan bookkeeping) */
+  void* asan_fake_stack;    /* our ASan fake stack while suspended */
+  const void* stack_bottom; /* lowest stack address, NULL until known */
+  size_t stack_size;        /* 0 until known (native stack: first switch) */
+  void* tsan_fiber;         /* TSan fiber handle */
+  unsigned valgrind_id;     /* Valgrind stack id, 0 if none */
+  int owns_stack_state;     /* 1 if made by weft__ctx_init */
 #if WEFT__CTX_UCONTEXT
   void (*entry)(void* arg);
-  void* xfer;                /* arg handed to this context when resumed */
+  void* xfer; /* arg handed to this context when resumed */
   ucontext_t uc;
 #endif
 };
@@ -59,9 +59,7 @@ void weft__ctx_init_thread(weft__ctx_t* c);
  * stack, and must not free it before weft__ctx_destroy(c).
  * Returns 0, -EINVAL (NULL stack or entry, size < WEFT__CTX_STACK_MIN) or
  * -ENOMEM (TSan or ucontext setup failed). */
-int weft__ctx_init(weft__ctx_t* c,
-                   void* stack_lo,
-                   size_t size,
+int weft__ctx_init(weft__ctx_t* c, void* stack_lo, size_t size,
                    void (*entry)(void* arg));
 
 /* weft__ctx_destroy: releases the Valgrind and TSan state of a context made
@@ -72,9 +70,7 @@ void weft__ctx_destroy(weft__ctx_t* c);
 /* Out-of-line switch, used when the inline one below cannot be: sanitizer
  * builds and the ucontext fallback. `exiting` is nonzero for weft__ctx_exit.
  * Callers use weft__ctx_switch / weft__ctx_exit. */
-void* weft__ctx_switch_slow(weft__ctx_t* from,
-                            weft__ctx_t* to,
-                            void* arg,
+void* weft__ctx_switch_slow(weft__ctx_t* from, weft__ctx_t* to, void* arg,
                             int exiting);
 
 /* Called if a context that left with weft__ctx_exit is resumed: aborts. */
@@ -87,8 +83,8 @@ _Noreturn void weft__ctx_exit_resumed(void);
  * Returns the arg given by whoever resumes us. Hidden so calls stay direct in
  * a shared library. */
 __attribute__((visibility("hidden"))) void* weft__ctx_jump(void** save_sp,
-                                                          void* to_sp,
-                                                          void* arg);
+                                                           void* to_sp,
+                                                           void* arg);
 #endif
 
 /* weft__ctx_switch: saves the running state into `from` (which must be the
@@ -97,8 +93,7 @@ __attribute__((visibility("hidden"))) void* weft__ctx_jump(void** save_sp,
  * entry. Returns the arg of whoever later switches back into `from`.
  * `from` must not be resumed by another thread before the switch is
  * complete, i.e. until code running on `to` hands it over. */
-static inline void* weft__ctx_switch(weft__ctx_t* from,
-                                     weft__ctx_t* to,
+static inline void* weft__ctx_switch(weft__ctx_t* from, weft__ctx_t* to,
                                      void* arg) {
 #if WEFT__CTX_UCONTEXT || WEFT__SANITIZE_FIBERS
   return weft__ctx_switch_slow(from, to, arg, 0);
@@ -110,8 +105,7 @@ static inline void* weft__ctx_switch(weft__ctx_t* from,
 /* weft__ctx_exit: like weft__ctx_switch, but `from` is finished for good and
  * is never resumed (ASan drops its fake stack); its stack may be freed once
  * `to` runs, after weft__ctx_destroy(from). */
-_Noreturn static inline void weft__ctx_exit(weft__ctx_t* from,
-                                            weft__ctx_t* to,
+_Noreturn static inline void weft__ctx_exit(weft__ctx_t* from, weft__ctx_t* to,
                                             void* arg) {
 #if WEFT__CTX_UCONTEXT || WEFT__SANITIZE_FIBERS
   weft__ctx_switch_slow(from, to, arg, 1);

@@ -57,12 +57,10 @@
  * functions with empty parameter lists, which -Wstrict-prototypes rejects.
  * These signatures are the stable ABI of both gcc's and clang's runtimes. */
 #if WEFT__ASAN
-void __sanitizer_start_switch_fiber(void** fake_stack_save,
-                                    const void* bottom,
+void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom,
                                     size_t size);
 void __sanitizer_finish_switch_fiber(void* fake_stack_save,
-                                     const void** bottom_old,
-                                     size_t* size_old);
+                                     const void** bottom_old, size_t* size_old);
 void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 #endif
 #if WEFT__TSAN
@@ -77,14 +75,13 @@ void __tsan_switch_to_fiber(void* fiber, unsigned flags);
  * detect_stack_use_after_return) or is NULL when the current fiber is
  * finished, which frees it. */
 static inline void weft__asan_start_switch(void** fake_stack_save,
-                                           const void* bottom,
-                                           size_t size) {
+                                           const void* bottom, size_t size) {
 #if WEFT__ASAN
   __sanitizer_start_switch_fiber(fake_stack_save, bottom, size);
 #else
-  (void) fake_stack_save;
-  (void) bottom;
-  (void) size;
+  (void)fake_stack_save;
+  (void)bottom;
+  (void)size;
 #endif
 }
 
@@ -98,7 +95,7 @@ static inline void weft__asan_finish_switch(void* fake_stack_save,
 #if WEFT__ASAN
   __sanitizer_finish_switch_fiber(fake_stack_save, bottom_old, size_old);
 #else
-  (void) fake_stack_save;
+  (void)fake_stack_save;
   *bottom_old = NULL;
   *size_old = 0;
 #endif
@@ -110,8 +107,8 @@ static inline void weft__asan_unpoison(const void* p, size_t size) {
 #if WEFT__ASAN
   __asan_unpoison_memory_region(p, size);
 #else
-  (void) p;
-  (void) size;
+  (void)p;
+  (void)size;
 #endif
 }
 
@@ -139,7 +136,7 @@ static inline void weft__tsan_destroy(void* fiber) {
 #if WEFT__TSAN
   __tsan_destroy_fiber(fiber);
 #else
-  (void) fiber;
+  (void)fiber;
 #endif
 }
 
@@ -150,7 +147,7 @@ static inline void weft__tsan_switch(void* fiber) {
 #if WEFT__TSAN
   __tsan_switch_to_fiber(fiber, 0);
 #else
-  (void) fiber;
+  (void)fiber;
 #endif
 }
 
@@ -159,10 +156,10 @@ static inline void weft__tsan_switch(void* fiber) {
 static inline unsigned weft__valgrind_stack_register(void* lo, size_t size) {
 #if WEFT_USE_VALGRIND
   /* The upper bound is the last addressable byte, as valgrind.h specifies. */
-  return VALGRIND_STACK_REGISTER(lo, (char*) lo + size - 1);
+  return VALGRIND_STACK_REGISTER(lo, (char*)lo + size - 1);
 #else
-  (void) lo;
-  (void) size;
+  (void)lo;
+  (void)size;
   return 0;
 #endif
 }
@@ -171,7 +168,7 @@ static inline void weft__valgrind_stack_deregister(unsigned id) {
 #if WEFT_USE_VALGRIND
   VALGRIND_STACK_DEREGISTER(id);
 #else
-  (void) id;
+  (void)id;
 #endif
 }
 

@@ -57,17 +57,13 @@
 #define WEFT__CTX_A64_FPCR 0xa0
 #define WEFT__CTX_A64_FRAME 0xb0
 
-/* How the first frame of a new context hands its start-up values to
- * weft__ctx_trampoline (see context.c): the registers below are loaded from
- * the frame like any callee-saved register, and the trampoline calls
- *   start(arg, self, entry)
- * with arg taken from the switch's return-value register. */
-#define WEFT__CTX_X64_START WEFT__CTX_X64_R12
-#define WEFT__CTX_X64_SELF WEFT__CTX_X64_RBX
-#define WEFT__CTX_X64_ENTRY WEFT__CTX_X64_R13
-#define WEFT__CTX_A64_START WEFT__CTX_A64_X19 /* x19 */
-#define WEFT__CTX_A64_SELF (WEFT__CTX_A64_X19 + 8) /* x20 */
-#define WEFT__CTX_A64_ENTRY WEFT__CTX_A64_X21 /* x21 */
+/* The first frame of a new context (built by context.c) hands its start-up
+ * values to weft__ctx_trampoline in callee-saved register slots, which the
+ * switch loads like any others; the trampoline then calls
+ * start(arg, self, entry) with arg from the switch's return-value register:
+ *   x86-64:  r12 = start, rbx = self, r13 = entry, rbp = 0.
+ *   AArch64: x19 = start, x20 = self, x21 = entry, x29 = 0, x30 = trampoline.
+ */
 
 #ifndef __ASSEMBLER__
 
@@ -94,7 +90,7 @@ typedef struct {
   uint64_t pad;
 } weft__ctx_frame_a64_t;
 
-#define WEFT__CTX_CHECK(type, field, off)                                     \
+#define WEFT__CTX_CHECK(type, field, off) \
   _Static_assert(offsetof(type, field) == (off), #type "." #field)
 
 WEFT__CTX_CHECK(weft__ctx_frame_x64_t, mxcsr, WEFT__CTX_X64_MXCSR);
