@@ -37,6 +37,25 @@ static void bench_line(const char* name, double v, const char* unit) {
   fflush(stdout);
 }
 
+/* BENCH_STATS=1: the runtime's counters on stderr after each workload. */
+static void print_stats(weft_runtime_t* rt, const char* what) {
+  static weft_stats_t last;
+  weft_stats_t s;
+  if (env_long("BENCH_STATS", 0) == 0)
+    return;
+  weft_stats(rt, &s);
+  fprintf(stderr,
+          "stats %s: jobs %llu steals %llu failed %llu parks %llu "
+          "switches %llu fibers %llu\n",
+          what, (unsigned long long)(s.jobs_run - last.jobs_run),
+          (unsigned long long)(s.steals - last.steals),
+          (unsigned long long)(s.failed_steals - last.failed_steals),
+          (unsigned long long)(s.parks - last.parks),
+          (unsigned long long)(s.fiber_switches - last.fiber_switches),
+          (unsigned long long)s.fibers_created);
+  last = s;
+}
+
 static int wanted(const char* name) {
   const char* only = getenv("BENCH_ONLY");
   return only == NULL || *only == '\0' || strstr(only, name) != NULL;
@@ -245,18 +264,30 @@ int main(void) {
   if (weft_runtime_create(&rt, &cfg) != 0)
     return 1;
   imb_out = calloc(IMB_N, sizeof(*imb_out));
-  if (wanted("spawn_empty"))
+  if (wanted("spawn_empty")) {
     bench_spawn(rt, 0);
-  if (wanted("spawn_batch"))
+    print_stats(rt, "spawn_empty");
+  }
+  if (wanted("spawn_batch")) {
     bench_spawn(rt, 1);
-  if (wanted("fib30"))
+    print_stats(rt, "spawn_batch");
+  }
+  if (wanted("fib30")) {
     bench_fib(rt);
-  if (wanted("imbalanced"))
+    print_stats(rt, "fib30");
+  }
+  if (wanted("imbalanced")) {
     bench_imbalanced(rt, "imbalanced", imb_body);
-  if (wanted("imbalanced_tri"))
+    print_stats(rt, "imbalanced");
+  }
+  if (wanted("imbalanced_tri")) {
     bench_imbalanced(rt, "imbalanced_tri", tri_body);
-  if (wanted("cold_wake"))
+    print_stats(rt, "imbalanced_tri");
+  }
+  if (wanted("cold_wake")) {
     bench_cold_wake(rt);
+    print_stats(rt, "cold_wake");
+  }
   weft_runtime_destroy(rt);
   free(imb_out);
   return 0;

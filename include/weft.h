@@ -150,7 +150,12 @@ WEFT_EXTERN int weft_counter_add(weft_counter_t* c, int64_t delta);
 /* weft_counter_wait: returns 0 once the counter's value is at most
  * `target`. In a job it suspends the job's fiber (the worker keeps running
  * other jobs) and the job may resume on another worker; on a plain thread it
- * blocks the thread. Returns -EINVAL for a NULL counter. */
+ * blocks the thread. With target <= 0, a job first runs, on its own stack,
+ * the not-yet-started jobs counted on this counter that sit on top of its
+ * worker's deque (they must finish before the wait can return), as TBB
+ * does; each gets its own empty fiber-local slots. Once it returns, weft no
+ * longer touches the counter on account of the decrements it has seen, so
+ * the counter may be freed. Returns -EINVAL for a NULL counter. */
 WEFT_EXTERN int weft_counter_wait(weft_counter_t* c, int64_t target);
 
 /* weft_spawn: submits fn(arg) as a job. If `counter` is not NULL it is

@@ -114,8 +114,8 @@ static void wake_waiters(weft__counter_t* c) {
 }
 
 void weft__counter_sub(weft__counter_t* c, int64_t n) {
-  int64_t s = atomic_load_explicit(&c->state, memory_order_relaxed);
-  int64_t ns;
+  long long s = atomic_load_explicit(&c->state, memory_order_relaxed);
+  long long ns;
 
   /* seq_cst (release for the job's writes, which waiters acquire; total
    * order with the waiters' fetch_or). With waiters present the same CAS
@@ -164,6 +164,12 @@ static bool enqueue(weft__counter_t* c, weft__waiter_t* wt) {
   return true;
 }
 
+bool weft__counter_above(weft__counter_t* c, int64_t target) {
+  /* Acquire pairs with the seq_cst decrements (their jobs' writes). */
+  return value_of(atomic_load_explicit(&c->state, memory_order_acquire)) >
+         target;
+}
+
 bool weft__counter_enqueue(weft__counter_t* c, weft__waiter_t* wt) {
   return enqueue(c, wt);
 }
@@ -197,11 +203,15 @@ int weft_counter_wait(weft_counter_t* counter, int64_t target) {
     if (w == NULL || w->current == NULL) {
       thread_wait(c, target);
     } else {
-      post.op = WEFT__POST_WAIT;
-      post.fiber = w->current;
-      post.counter = c;
-      post.target = target;
-      weft__fiber_suspend(w, &post);
+      if (target <= 0)
+        w = weft__worker_help(w, c, target);
+      if (weft__counter_above(c, target)) {
+        post.op = WEFT__POST_WAIT;
+        post.fiber = w->current;
+        post.counter = c;
+        post.target = target;
+        weft__fiber_suspend(w, &post);
+      }
     }
   }
   quiesce(c);

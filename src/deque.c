@@ -147,6 +147,7 @@ int weft__deque_init(weft__deque_t* d, unsigned log2_capacity) {
   atomic_init(&d->bottom, 0);
   atomic_init(&d->ring, r);
   d->retired = NULL;
+  d->top_cache = 0;
   return 0;
 }
 
@@ -173,18 +174,21 @@ int weft__deque_push(weft__deque_t* d, void* item) {
   assert(item != NULL);
   /* Relaxed: only the owner, this thread, writes bottom and ring. */
   b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
-  /* Acquire pairs with the seq_cst CAS on top in steal: a thief reads slot t
-   * before its CAS moves top past t, and this makes that read happen before
-   * the store below reuses the slot for item t + capacity. Without it the
-   * thief could read the new item and return it for index t: the new item
-   * would be taken twice and the old one lost. */
-  t = atomic_load_explicit(&d->top, memory_order_acquire);
   r = atomic_load_explicit(&d->ring, memory_order_relaxed);
-
-  if ((uint64_t)(b - t) > r->mask) {
-    r = deque_grow(d, r, t, b, (size_t)(b - t) + 1);
-    if (r == NULL)
-      return -ENOMEM;
+  if ((uint64_t)(b - d->top_cache) > r->mask) {
+    /* Acquire pairs with the seq_cst CAS on top in steal: a thief reads
+     * slot t before its CAS moves top past t, and this makes that read
+     * happen before the store below reuses the slot for item t + capacity.
+     * Without it the thief could read the new item and return it for index
+     * t: the new item would be taken twice and the old one lost. A cached
+     * top was read the same way, and the slot we reuse lies below it. */
+    t = atomic_load_explicit(&d->top, memory_order_acquire);
+    d->top_cache = t;
+    if ((uint64_t)(b - t) > r->mask) {
+      r = deque_grow(d, r, t, b, (size_t)(b - t) + 1);
+      if (r == NULL)
+        return -ENOMEM;
+    }
   }
   /* Relaxed: deque_publish orders it before the new bottom. */
   atomic_store_explicit(&r->slots[(size_t)b & r->mask], item,
@@ -206,6 +210,7 @@ int weft__deque_push_batch(weft__deque_t* d, void* const* items, size_t n) {
   /* The same loads as in weft__deque_push, for the same reasons. */
   b = atomic_load_explicit(&d->bottom, memory_order_relaxed);
   t = atomic_load_explicit(&d->top, memory_order_acquire);
+  d->top_cache = t;
   r = atomic_load_explicit(&d->ring, memory_order_relaxed);
 
   used = (size_t)(b - t);
@@ -236,6 +241,11 @@ void* weft__deque_pop(weft__deque_t* d) {
 
   /* Relaxed: only the owner, this thread, writes bottom and ring. */
   b = atomic_load_explicit(&d->bottom, memory_order_relaxed) - 1;
+  /* Empty for sure when bottom <= top: top only grows and only the owner
+   * adds items, so skip the fence (the scheduler's idle path pops a lot of
+   * empty deques). A stale top only sends us down the full path. */
+  if (b < atomic_load_explicit(&d->top, memory_order_relaxed))
+    return NULL;
   r = atomic_load_explicit(&d->ring, memory_order_relaxed);
 
   /* Claim item b, then look at top. The seq_cst fence pairs with the one in

@@ -41,6 +41,10 @@ struct weft__deque_s {
    * when `ring` is. A thief that loaded one before the swap may still read
    * it, so they live until destroy. */
   weft__deque_ring_t* retired;
+  /* The owner's last acquired view of top (owner only). top only grows, so
+   * while bottom - top_cache fits in the ring, the ring has room and push
+   * need not read the line thieves are writing. */
+  int64_t top_cache;
 };
 
 /* weft__deque_init: prepares `d` with a ring of 2^log2_capacity slots

@@ -76,20 +76,18 @@ typedef struct weft__job_s {
   weft_job_cb fn;
   void* arg;
   weft__counter_t* counter;
-  int32_t owner; /* allocating worker (its slab), or -1: malloc'd */
+  int32_t owner; /* 0: from the runtime's slabs, -1: malloc'd */
 } weft__job_t;
 
-/* A worker's job slab: local free list (owner only) plus a list other
- * threads push freed records onto. */
+/* A worker's free job records (owner only). */
 typedef struct weft__jobpool_s {
   weft__task_t* local;
-  void* chunks; /* malloc'd chunks, freed at destroy */
-  WEFT__ALIGNED _Atomic(weft__task_t*) remote;
+  unsigned nlocal;
 } weft__jobpool_t;
 
 weft__job_t* weft__job_alloc(weft__worker_t* w);
 void weft__job_free(weft_runtime_t* rt, weft__worker_t* w, weft__job_t* j);
-void weft__jobpool_destroy(weft__jobpool_t* p);
+void weft__job_destroy_all(weft_runtime_t* rt);
 
 /* ---- stack.c: guarded fiber stacks and the overflow reporter ---------- */
 
@@ -157,6 +155,7 @@ _Static_assert(_Alignof(weft__counter_t) <= _Alignof(weft_counter_t),
                "weft_counter_t misaligned");
 
 void weft__counter_sub(weft__counter_t* c, int64_t n);
+bool weft__counter_above(weft__counter_t* c, int64_t target);
 /* Registers a suspended fiber's waiter (post-switch). Returns false when
  * the target was already reached: the caller must make the fiber ready. */
 bool weft__counter_enqueue(weft__counter_t* c, weft__waiter_t* wt);
@@ -352,6 +351,10 @@ void weft__worker_loop(void);
 void* weft__worker_main(void* arg);
 /* Runs worker w's loop on the calling thread (weft_run's worker 0). */
 void weft__worker_run_here(weft__worker_t* w);
+/* Runs jobs counted on c from the top of w's deque on the calling fiber
+ * while c is above target (<= 0). Returns the worker now running. */
+weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
+                                  int64_t target);
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
                         weft__task_t* t);
@@ -382,6 +385,11 @@ struct weft_runtime_s {
   _Atomic(weft__fiber_t*) shared_pool;
   unsigned nshared;
   atomic_uint_fast64_t fibers_created;
+  /* Job record slabs (job.c): every chunk, and free batches. */
+  weft__spin_t jobs_lock;
+  void* job_chunks;
+  /* Atomic only so an unlocked emptiness check is well defined. */
+  _Atomic(weft__job_t*) job_batches;
   /* Quiescence: destroy/weft_run sleep on `quiet` until every job is done. */
   atomic_int want_quiet;
   atomic_uint quiet;

@@ -1,45 +1,57 @@
-/* job.c: job records. Each worker allocates from its own slab with no
- * atomics; a record freed on another worker goes back to its owner through a
- * lock-free list the owner empties in one exchange (mimalloc's local/thread
- * free lists). Plain threads use malloc.
+/* job.c: job records. Each worker allocates from and frees to its own list
+ * with no atomics, whoever allocated the record: a job spawned on one worker
+ * and stolen by another is freed by the thief. Lists are balanced through a
+ * runtime-wide stack of batches: a worker holding too many free records
+ * gives a batch back, and a worker that runs out takes a batch before it
+ * allocates a new chunk. Chunks belong to the runtime and are freed at
+ * destroy. Plain threads use malloc.
  */
 #include <stdlib.h>
 
 #include "internal.h"
 
-#define WEFT__JOB_CHUNK 256
+#define WEFT__JOB_BATCH 256
 
 typedef struct chunk_s {
   struct chunk_s* next;
-  weft__job_t jobs[WEFT__JOB_CHUNK];
+  weft__job_t jobs[WEFT__JOB_BATCH];
 } chunk_t;
 
-static weft__job_t* jobpool_refill(weft__worker_t* w) {
+/* A batch in the shared stack: its first record's `arg` links the next
+ * batch; records within it are linked through task.next. */
+static weft__job_t* refill(weft__worker_t* w) {
+  weft_runtime_t* rt = w->rt;
   weft__jobpool_t* p = &w->jobs;
+  weft__job_t* batch = NULL;
   chunk_t* c;
   int i;
 
-  /* Acquire pairs with the release CAS in weft__job_free: the records'
-   * last uses on other workers happen before we hand them out again. The
-   * whole list is taken at once, so pushers can never see ABA. */
-  p->local = atomic_exchange_explicit(&p->remote, NULL, memory_order_acquire);
-  if (p->local != NULL) {
-    weft__job_t* j = (weft__job_t*)p->local;
-    p->local = j->task.next;
-    return j;
+  if (atomic_load_explicit(&rt->job_batches, memory_order_relaxed) != NULL) {
+    weft__spin_lock(&rt->jobs_lock);
+    batch = atomic_load_explicit(&rt->job_batches, memory_order_relaxed);
+    if (batch != NULL)
+      atomic_store_explicit(&rt->job_batches, batch->arg,
+                            memory_order_relaxed);
+    weft__spin_unlock(&rt->jobs_lock);
   }
-  c = malloc(sizeof(*c));
-  if (c == NULL)
-    return NULL;
-  c->next = p->chunks;
-  p->chunks = c;
-  for (i = 1; i < WEFT__JOB_CHUNK - 1; i++)
-    c->jobs[i].task.next = &c->jobs[i + 1].task;
-  c->jobs[WEFT__JOB_CHUNK - 1].task.next = NULL;
-  p->local = &c->jobs[1].task;
-  for (i = 0; i < WEFT__JOB_CHUNK; i++)
-    c->jobs[i].owner = (int32_t)w->index;
-  return &c->jobs[0];
+  if (batch == NULL) {
+    c = malloc(sizeof(*c));
+    if (c == NULL)
+      return NULL;
+    for (i = 0; i < WEFT__JOB_BATCH - 1; i++)
+      c->jobs[i].task.next = &c->jobs[i + 1].task;
+    c->jobs[WEFT__JOB_BATCH - 1].task.next = NULL;
+    for (i = 0; i < WEFT__JOB_BATCH; i++)
+      c->jobs[i].owner = 0; /* from a slab, not malloc */
+    weft__spin_lock(&rt->jobs_lock);
+    c->next = rt->job_chunks;
+    rt->job_chunks = c;
+    weft__spin_unlock(&rt->jobs_lock);
+    batch = &c->jobs[0];
+  }
+  p->local = batch->task.next;
+  p->nlocal = WEFT__JOB_BATCH - 1;
+  return batch;
 }
 
 weft__job_t* weft__job_alloc(weft__worker_t* w) {
@@ -54,42 +66,56 @@ weft__job_t* weft__job_alloc(weft__worker_t* w) {
   if (WEFT__LIKELY(w->jobs.local != NULL)) {
     j = (weft__job_t*)w->jobs.local;
     w->jobs.local = j->task.next;
+    w->jobs.nlocal--;
     return j;
   }
-  return jobpool_refill(w);
+  return refill(w);
 }
 
 void weft__job_free(weft_runtime_t* rt, weft__worker_t* w, weft__job_t* j) {
   weft__jobpool_t* p;
-  weft__task_t* head;
+  weft__job_t* batch;
+  weft__task_t* t;
+  unsigned i;
 
   if (j->owner < 0) {
     free(j);
     return;
   }
-  p = &rt->workers[j->owner].jobs;
-  if (w != NULL && (int32_t)w->index == j->owner) {
-    j->task.next = p->local;
-    p->local = &j->task;
-    return;
+  if (w == NULL || w->rt != rt) {
+    /* Not on one of rt's workers (a failed batch from outside cannot hold
+     * slab records, but be safe): hand it over as a batch of one. */
+    j->task.next = NULL;
+    batch = j;
+    goto give;
   }
-  head = atomic_load_explicit(&p->remote, memory_order_relaxed);
-  do {
-    j->task.next = head;
-    /* Release pairs with the acquire exchange in jobpool_refill. */
-  } while (!atomic_compare_exchange_weak_explicit(
-      &p->remote, &head, &j->task, memory_order_release,
-      memory_order_relaxed));
+  p = &w->jobs;
+  j->task.next = p->local;
+  p->local = &j->task;
+  if (++p->nlocal < 2 * WEFT__JOB_BATCH)
+    return;
+  /* Too many: give the newest batch back to the runtime. */
+  batch = (weft__job_t*)p->local;
+  t = p->local;
+  for (i = 1; i < WEFT__JOB_BATCH; i++)
+    t = t->next;
+  p->local = t->next;
+  t->next = NULL;
+  p->nlocal -= WEFT__JOB_BATCH;
+give:
+  weft__spin_lock(&rt->jobs_lock);
+  batch->arg = atomic_load_explicit(&rt->job_batches, memory_order_relaxed);
+  atomic_store_explicit(&rt->job_batches, batch, memory_order_relaxed);
+  weft__spin_unlock(&rt->jobs_lock);
 }
 
-void weft__jobpool_destroy(weft__jobpool_t* p) {
-  chunk_t* c = p->chunks;
+void weft__job_destroy_all(weft_runtime_t* rt) {
+  chunk_t* c = rt->job_chunks;
   while (c != NULL) {
     chunk_t* next = c->next;
     free(c);
     c = next;
   }
-  p->chunks = NULL;
-  p->local = NULL;
-  atomic_store_explicit(&p->remote, NULL, memory_order_relaxed);
+  rt->job_chunks = NULL;
+  atomic_store_explicit(&rt->job_batches, NULL, memory_order_relaxed);
 }

@@ -82,10 +82,10 @@ static void workers_free(weft_runtime_t* rt) {
     weft__worker_t* w = &rt->workers[i];
     for (p = 0; p < WEFT__NPRIO; p++)
       weft__deque_destroy(&w->dq[p]);
-    weft__jobpool_destroy(&w->jobs);
   }
   free(rt->workers);
   rt->workers = NULL;
+  weft__job_destroy_all(rt);
 }
 
 static int workers_alloc(weft_runtime_t* rt, unsigned n) {
@@ -106,7 +106,6 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     w->index = i;
     weft__inject_init(&w->mailbox);
     atomic_init(&w->parker.state, 0);
-    atomic_init(&w->jobs.remote, NULL);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
       if (err != 0)

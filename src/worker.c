@@ -9,13 +9,17 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
 #define WEFT__SPIN_ROUNDS 32
 
-static _Thread_local weft__worker_t* tls_worker;
+/* initial-exec: a plain TLS load, not a __tls_get_addr call, in the shared
+ * library (glibc keeps static TLS room for libraries like this one). */
+static _Thread_local weft__worker_t* tls_worker
+    __attribute__((tls_model("initial-exec")));
 
 WEFT__NOINLINE weft__worker_t* weft__worker_current(void) {
   /* An empty asm keeps the compiler from proving anything about the TLS
@@ -67,6 +71,30 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
   weft__idle_notify(rt);
 }
 
+/* After a steal from v: if v still holds plenty, take up to half of it
+ * (at most WEFT__STEAL_BATCH), one CAS each, into our own deque, so a
+ * stream of small jobs costs one search, not one per job. Each take is a
+ * single-item steal: moving top by k at once would race with v's pop. The
+ * stolen tasks keep their priority level. */
+#define WEFT__STEAL_BATCH 32
+static void steal_more(weft__worker_t* w, weft__worker_t* v, int prio) {
+  size_t n = weft__deque_size(&v->dq[prio]) / 2;
+  weft__task_t* t;
+
+  if (n > WEFT__STEAL_BATCH)
+    n = WEFT__STEAL_BATCH;
+  while (n-- > 0) {
+    t = weft__deque_steal(&v->dq[prio], NULL);
+    if (t == NULL)
+      break;
+    if (weft__deque_push(&w->dq[prio], t) != 0) {
+      weft__worker_ready(w->rt, NULL, t); /* to the injection queue */
+      break;
+    }
+    bump(&w->stats.steals);
+  }
+}
+
 /* Steals one task of priority `prio` from the victims, nearest first. */
 static weft__task_t* steal(weft__worker_t* w, int prio) {
   weft_runtime_t* rt = w->rt;
@@ -93,6 +121,7 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
         continue;
       t = weft__deque_steal(&v->dq[prio], &lost);
       if (t != NULL) {
+        steal_more(w, v, prio);
         bump(&w->stats.steals);
         if (prio != WEFT_PRIORITY_NORMAL)
           atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
@@ -214,6 +243,59 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
       &w->completed,
       atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
       memory_order_release);
+}
+
+weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
+                                  int64_t target) {
+  weft__fiber_t* f = w->current;
+
+  /* The caller waits until c is at most target <= 0: every job counted on
+   * c must finish first, so running one of them here, on the waiting
+   * fiber's stack, delays nothing and saves two switches (TBB's waiting
+   * thread does the same). Only our own newest deque entry is taken, and
+   * only while at least half the stack is free. */
+  while (weft__counter_above(c, target)) {
+    weft__task_t* t;
+    weft__job_t* j;
+    void* fls[WEFT_FLS_SLOTS];
+    uint8_t fls_used;
+    int16_t pin;
+    uint8_t prio;
+
+    if ((size_t)((char*)__builtin_frame_address(0) - f->stack.lo) <
+        f->stack.size / 2)
+      break;
+    /* Queued high-priority work goes first: suspend instead. */
+    if (level_busy(w->rt, w, WEFT_PRIORITY_HIGH))
+      break;
+    t = weft__deque_pop(&w->dq[WEFT_PRIORITY_NORMAL]);
+    if (t == NULL)
+      break;
+    j = (weft__job_t*)t;
+    if (t->kind != WEFT__TASK_JOB || j->counter != c) {
+      if (weft__deque_push(&w->dq[WEFT_PRIORITY_NORMAL], t) != 0)
+        weft__worker_ready(w->rt, NULL, t); /* cannot fail */
+      break;
+    }
+    /* The inner job gets empty fiber-local slots; ours come back after. */
+    fls_used = f->fls_used;
+    if (fls_used) {
+      memcpy(fls, f->fls, sizeof(fls));
+      memset(f->fls, 0, sizeof(f->fls));
+      f->fls_used = 0;
+    }
+    pin = f->task.pin;
+    prio = f->task.prio;
+    run_job(w, j);
+    f->task.pin = pin;
+    f->task.prio = prio;
+    if (fls_used) {
+      memcpy(f->fls, fls, sizeof(fls));
+      f->fls_used = 1;
+    }
+    w = weft__worker_current();
+  }
+  return w;
 }
 
 void weft__worker_loop(void) {

@@ -58,6 +58,59 @@ static void counter_nested_one_worker(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* Each level spawns the next with no counter and waits on its own gate,
+ * which only the deepest level opens: with one worker, every level must be
+ * suspended at once. No job to help with, so only fibers make it work. */
+typedef struct {
+  int depth;
+  weft_counter_t* gates;
+  atomic_int* reached;
+} chain_t;
+
+static void chain_job(void* arg) {
+  chain_t* c = arg;
+  chain_t* next;
+  int i;
+
+  atomic_fetch_add(c->reached, 1);
+  if (c->depth == 10) {
+    for (i = 9; i >= 0; i--)
+      weft_counter_add(&c->gates[i], -1);
+    free(c);
+    return;
+  }
+  next = malloc(sizeof(*next));
+  *next = *c;
+  next->depth = c->depth + 1;
+  CHECK(weft_spawn(NULL, chain_job, next, NULL) == 0);
+  CHECK(weft_counter_wait(&c->gates[c->depth], 0) == 0);
+  free(c);
+}
+
+static void counter_suspends_one_worker(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  weft_counter_t gates[10];
+  atomic_int reached = 0;
+  weft_worker_stats_t ws;
+  chain_t* root = malloc(sizeof(*root));
+  int i;
+  (void)state;
+
+  for (i = 0; i < 10; i++)
+    weft_counter_init(&gates[i], 1);
+  root->depth = 0;
+  root->gates = gates;
+  root->reached = &reached;
+  assert_int_equal(weft_spawn(rt, chain_job, root, NULL), 0);
+  assert_int_equal(weft_counter_wait(&gates[0], 0), 0);
+  /* Ten levels were suspended at once on the only worker. */
+  assert_int_equal(weft_worker_stats(rt, 0, &ws), 0);
+  assert_true(ws.fiber_switches >= 10);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  assert_int_equal(atomic_load(&reached), 11);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- fib(25), a job per call ------------------------------------------- */
 
 typedef struct {
@@ -284,6 +337,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(counter_targets),
       cmocka_unit_test(counter_nested_one_worker),
+      cmocka_unit_test(counter_suspends_one_worker),
       cmocka_unit_test(counter_fib25),
       cmocka_unit_test(counter_many_targets),
       cmocka_unit_test(counter_lost_wakeup),

@@ -96,6 +96,45 @@ static void fiber_fls_survives_migration(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* A waiting job may run its own children inline (helping): each child
+ * still sees empty slots, and the parent's slots survive. */
+static void fls_child(void* arg) {
+  void* v = (void*)1;
+  CHECK(weft_fls_get(3, &v) == 0);
+  CHECK(v == NULL);
+  CHECK(weft_fls_set(3, arg) == 0);
+}
+
+static void fls_parent(void* arg) {
+  weft_counter_t c;
+  void* v = NULL;
+  int i;
+  (void)arg;
+  CHECK(weft_fls_set(3, &c) == 0);
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 100; i++)
+    CHECK(weft_spawn(NULL, fls_child, &v, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  CHECK(weft_fls_get(3, &v) == 0);
+  CHECK(v == &c);
+}
+
+static void fiber_fls_with_helping(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    weft_runtime_t* rt = test_runtime(test_worker_counts[k]);
+    weft_counter_t c;
+    int i;
+    weft_counter_init(&c, 0);
+    for (i = 0; i < 20; i++)
+      assert_int_equal(weft_spawn(rt, fls_parent, NULL, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- yield --------------------------------------------------------------- */
 
 typedef struct {
@@ -203,6 +242,7 @@ static void fiber_deep_stack(void** state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(fiber_fls_survives_migration),
+      cmocka_unit_test(fiber_fls_with_helping),
       cmocka_unit_test(fiber_yield_interleaves),
       cmocka_unit_test(fiber_worker_ids),
       cmocka_unit_test(fiber_deep_stack),
