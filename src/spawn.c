@@ -6,6 +6,8 @@
  * in one shared count for outside threads) before it is published, for
  * weft_runtime_destroy's quiescence check.
  */
+#include <stdlib.h>
+
 #include "internal.h"
 
 #define WEFT__BATCH_CHUNK 128
@@ -143,6 +145,27 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
     weft__inject_push(&rt->inject, list, last, n, WEFT_PRIORITY_NORMAL);
     weft__idle_notify(rt);
     return 0;
+  }
+  /* One publication for the whole batch where a pointer array can be had;
+   * otherwise chunks of WEFT__BATCH_CHUNK. */
+  if (n > WEFT__BATCH_CHUNK) {
+    weft__task_t** all = malloc(n * sizeof(*all));
+    if (all != NULL) {
+      for (i = 0; i < n; i++) {
+        all[i] = list;
+        list = list->next;
+      }
+      if (weft__deque_push_batch(&w->dq[WEFT_PRIORITY_NORMAL],
+                                 (void* const*)all, n) != 0) {
+        for (i = 0; i + 1 < n; i++)
+          all[i]->next = all[i + 1];
+        weft__inject_push(&rt->inject, all[0], all[n - 1], n,
+                          WEFT_PRIORITY_NORMAL);
+      }
+      free(all);
+      weft__idle_notify(rt);
+      return 0;
+    }
   }
   while (list != NULL) {
     for (m = 0; m < WEFT__BATCH_CHUNK && list != NULL; m++) {
