@@ -254,6 +254,10 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
    * fiber's stack, delays nothing and saves two switches (TBB's waiting
    * thread does the same). Only our own newest deque entry is taken, and
    * only while at least half the stack is free. */
+  /* A pinned job must stay on its worker: a helped job that waits could
+   * carry the whole stack elsewhere. */
+  if (f->task.pin >= 0)
+    return w;
   while (weft__counter_above(c, target)) {
     weft__task_t* t;
     weft__job_t* j;
