@@ -61,7 +61,8 @@ static int wanted(const char* name) {
   return only == NULL || *only == '\0' || strstr(only, name) != NULL;
 }
 
-/* ---- spawn_empty / spawn_batch -------------------------------------------- */
+/* ---- spawn_empty / spawn_batch --------------------------------------------
+ */
 
 #define SPAWN_N 1000000
 
@@ -122,11 +123,11 @@ static void bench_spawn(weft_runtime_t* rt, int batch) {
     if (a.seconds < best)
       best = a.seconds;
   }
-  bench_line(batch ? "spawn_batch" : "spawn_empty", SPAWN_N / best,
-             "jobs/s");
+  bench_line(batch ? "spawn_batch" : "spawn_empty", SPAWN_N / best, "jobs/s");
 }
 
-/* ---- fib30 ---------------------------------------------------------------- */
+/* ---- fib30 ----------------------------------------------------------------
+ */
 
 typedef struct {
   int n;
@@ -167,7 +168,8 @@ static void bench_fib(weft_runtime_t* rt) {
   bench_line("fib30", best, "ms");
 }
 
-/* ---- imbalanced parallel-for (the peers' LCG units) ------------------------ */
+/* ---- imbalanced parallel-for (the peers' LCG units) ------------------------
+ */
 
 #define IMB_N 1000000
 static uint64_t* imb_out;
@@ -207,7 +209,8 @@ static void bench_imbalanced(weft_runtime_t* rt, const char* name,
   bench_line(name, IMB_N / best, "elems/s");
 }
 
-/* ---- cold wake ------------------------------------------------------------- */
+/* ---- cold wake -------------------------------------------------------------
+ */
 
 typedef struct {
   pthread_mutex_t m;

@@ -67,7 +67,8 @@ static void sort_job(void* arg) {
     unsigned a = v[0];
     unsigned b = v[n / 2];
     unsigned c = v[n - 1];
-    pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+    pivot =
+        a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
   }
   j = n - 1;
   for (;;) {
@@ -175,7 +176,7 @@ int main(int argc, char** argv) {
   }
   printf("fib(%d) = %ld with a job per call (%ld jobs): %.1f ms\n", d.fib_n,
          d.fib, calls, d.fib_ms);
-  printf("parallel quicksort of %zu numbers: %.1f ms, %s\n", d.count,
-         d.sort_ms, d.sorted ? "sorted" : "NOT SORTED");
+  printf("parallel quicksort of %zu numbers: %.1f ms, %s\n", d.count, d.sort_ms,
+         d.sorted ? "sorted" : "NOT SORTED");
   return d.sorted ? 0 : 1;
 }

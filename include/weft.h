@@ -96,14 +96,14 @@ typedef struct weft_worker_stats_s {
 
 /* Runtime-wide statistics: the sum over workers, plus shared state. */
 typedef struct weft_stats_s {
-  unsigned workers;         /* worker threads (0 until the first job) */
+  unsigned workers; /* worker threads (0 until the first job) */
   uint64_t jobs_run;
   uint64_t steals;
   uint64_t failed_steals;
   uint64_t parks;
   uint64_t fiber_switches;
-  uint64_t fibers_in_pool;  /* idle fibers, per-worker pools + shared */
-  uint64_t fibers_created;  /* fibers (stacks) created in all */
+  uint64_t fibers_in_pool; /* idle fibers, per-worker pools + shared */
+  uint64_t fibers_created; /* fibers (stacks) created in all */
 } weft_stats_t;
 
 /* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL
@@ -201,9 +201,8 @@ WEFT_EXTERN int weft_fls_get(unsigned slot, void** value);
  * split in halves so that idle workers steal the largest pieces. From a job
  * it suspends while waiting; from a plain thread it blocks. Returns 0,
  * -EINVAL, -ENOMEM, -ESHUTDOWN. */
-WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin,
-                                  size_t end, size_t grain, weft_range_cb fn,
-                                  void* arg);
+WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
+                                  size_t grain, weft_range_cb fn, void* arg);
 
 /* weft_stats: fills `s` with totals. Returns the worker count, or -EINVAL.
  * Any thread; the figures are a racy snapshot. */

@@ -7,10 +7,10 @@ const char* weft_strerror(int err) {
   switch (err) {
     case 0:
       return "success";
-#define XX(code, msg)                                                         \
-  case -code:                                                                 \
+#define XX(code, msg) \
+  case -code:         \
     return msg;
-    WEFT_ERRNO_MAP(XX)
+      WEFT_ERRNO_MAP(XX)
 #undef XX
     default:
       return "unknown error";
@@ -21,10 +21,10 @@ const char* weft_err_name(int err) {
   switch (err) {
     case 0:
       return "OK";
-#define XX(code, msg)                                                         \
-  case -code:                                                                 \
+#define XX(code, msg) \
+  case -code:         \
     return #code;
-    WEFT_ERRNO_MAP(XX)
+      WEFT_ERRNO_MAP(XX)
 #undef XX
     default:
       return "UNKNOWN";

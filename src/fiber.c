@@ -24,8 +24,8 @@ void weft__fiber_set(weft__fiber_t* f, int from, int to) {
 void weft__fiber_set(weft__fiber_t* f, int from, int to) {
   int old = atomic_exchange_explicit(&f->state, to, memory_order_relaxed);
   if (old != from) {
-    fprintf(stderr, "weft: fiber %u in state %d, expected %d (to %d)\n",
-            f->id, old, from, to);
+    fprintf(stderr, "weft: fiber %u in state %d, expected %d (to %d)\n", f->id,
+            old, from, to);
     abort();
   }
 }
@@ -39,8 +39,8 @@ static weft__fiber_t* fiber_create(weft_runtime_t* rt) {
     free(f);
     return NULL;
   }
-  if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size,
-                     weft__fiber_entry) != 0) {
+  if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size, weft__fiber_entry) !=
+      0) {
     weft__stack_free(&f->stack);
     free(f);
     return NULL;
@@ -165,8 +165,7 @@ static void count_switch(weft__worker_t* w) {
   /* Single writer (this worker): a relaxed load and store, no RMW. */
   atomic_store_explicit(
       &w->stats.fiber_switches,
-      atomic_load_explicit(&w->stats.fiber_switches, memory_order_relaxed) +
-          1,
+      atomic_load_explicit(&w->stats.fiber_switches, memory_order_relaxed) + 1,
       memory_order_relaxed);
 }
 

@@ -31,10 +31,10 @@ void weft__inject_push(weft__inject_t* q, weft__task_t* first,
   /* Relaxed: a hint for readers. The task itself is handed over by the
    * lock (release at unlock, acquire in the popper's lock); a reader that
    * sees the length but not yet the task just takes the lock and looks. */
-  atomic_store_explicit(&q->len[prio],
-                        atomic_load_explicit(&q->len[prio],
-                                             memory_order_relaxed) + n,
-                        memory_order_relaxed);
+  atomic_store_explicit(
+      &q->len[prio],
+      atomic_load_explicit(&q->len[prio], memory_order_relaxed) + n,
+      memory_order_relaxed);
   weft__spin_unlock(&q->lock);
 }
 
@@ -53,10 +53,9 @@ weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio) {
     l->head = t->next;
     if (l->head == NULL)
       l->tail = NULL;
-    atomic_store_explicit(&q->len[p],
-                          atomic_load_explicit(&q->len[p],
-                                               memory_order_relaxed) - 1,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &q->len[p], atomic_load_explicit(&q->len[p], memory_order_relaxed) - 1,
+        memory_order_relaxed);
     break;
   }
   weft__spin_unlock(&q->lock);

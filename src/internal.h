@@ -92,10 +92,10 @@ void weft__job_destroy_all(weft_runtime_t* rt);
 /* ---- stack.c: guarded fiber stacks and the overflow reporter ---------- */
 
 typedef struct weft__stack_s {
-  char* map;       /* whole mapping, guard included */
+  char* map; /* whole mapping, guard included */
   size_t map_size;
-  char* lo;        /* lowest usable byte (just above the guard) */
-  size_t size;     /* usable bytes */
+  char* lo;    /* lowest usable byte (just above the guard) */
+  size_t size; /* usable bytes */
 } weft__stack_t;
 
 int weft__stack_alloc(weft__stack_t* s, size_t size);
@@ -145,8 +145,7 @@ struct weft__counter_s {
 static inline void weft__counter_inc(weft__counter_t* c, int64_t n) {
   /* Relaxed: the increment is sequenced before the job's publication,
    * whose release orders it before the job's decrement. */
-  atomic_fetch_add_explicit(&c->state, n * WEFT__CTR_ONE,
-                            memory_order_relaxed);
+  atomic_fetch_add_explicit(&c->state, n * WEFT__CTR_ONE, memory_order_relaxed);
 }
 
 _Static_assert(sizeof(weft__counter_t) <= sizeof(weft_counter_t),
@@ -183,9 +182,9 @@ struct weft__fiber_s {
   weft__stack_t stack;
   atomic_int state;
   uint32_t id;
-  int16_t pin;        /* the job's pinned worker, or -1 */
-  uint8_t prio;       /* the job's priority */
-  uint8_t fls_used;   /* some FLS slot was set during this job */
+  int16_t pin;      /* the job's pinned worker, or -1 */
+  uint8_t prio;     /* the job's priority */
+  uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
   weft__fiber_t* pool_next; /* in a pool */
@@ -318,14 +317,14 @@ struct weft__worker_s {
   /* Owner-side hot fields. */
   weft_runtime_t* rt;
   unsigned index;
-  weft__fiber_t* current;   /* the fiber running on this worker */
-  weft__fiber_t* pool;      /* idle fibers, owner only */
+  weft__fiber_t* current; /* the fiber running on this worker */
+  weft__fiber_t* pool;    /* idle fibers, owner only */
   unsigned npool;
   uint32_t tick;
   uint64_t rng;
   bool searching;
   weft__jobpool_t jobs;
-  weft__ctx_t native;       /* the thread's own stack */
+  weft__ctx_t native; /* the thread's own stack */
   weft__deque_t dq[WEFT__NPRIO];
   /* Jobs submitted from this worker / finished on it. Single writer (this
    * worker), read by weft_runtime_destroy's quiescence check. */
@@ -356,8 +355,7 @@ void weft__worker_run_here(weft__worker_t* w);
 weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
                                   int64_t target);
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
-void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
-                        weft__task_t* t);
+void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w, weft__task_t* t);
 
 /* ---- runtime.c --------------------------------------------------------- */
 

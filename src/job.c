@@ -30,8 +30,7 @@ static weft__job_t* refill(weft__worker_t* w) {
     weft__spin_lock(&rt->jobs_lock);
     batch = atomic_load_explicit(&rt->job_batches, memory_order_relaxed);
     if (batch != NULL)
-      atomic_store_explicit(&rt->job_batches, batch->arg,
-                            memory_order_relaxed);
+      atomic_store_explicit(&rt->job_batches, batch->arg, memory_order_relaxed);
     weft__spin_unlock(&rt->jobs_lock);
   }
   if (batch == NULL) {

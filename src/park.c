@@ -18,8 +18,7 @@
 enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2 };
 
 void weft__futex_wait(atomic_uint* addr, unsigned expected) {
-  syscall(SYS_futex, (void*)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL,
-          0);
+  syscall(SYS_futex, (void*)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
 }
 
 void weft__futex_wake(atomic_uint* addr, int n) {
@@ -191,7 +190,7 @@ bool weft__idle_end_search(weft_runtime_t* rt, weft__worker_t* w) {
 /* Is there work worker w could take? Used for the last re-check before
  * sleeping; all loads are hints made safe by the seq_cst fence before it. */
 bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
-                         bool everywhere) {
+                             bool everywhere) {
   unsigned i;
   int p;
 

@@ -129,11 +129,9 @@ int weft__runtime_start(weft_runtime_t* rt) {
                    WEFT__RT_NEW))
     return 0;
   pthread_mutex_lock(&rt->start_lock);
-  if (atomic_load_explicit(&rt->state, memory_order_relaxed) !=
-      WEFT__RT_NEW)
+  if (atomic_load_explicit(&rt->state, memory_order_relaxed) != WEFT__RT_NEW)
     goto out;
-  n = rt->cfg.workers != 0 ? rt->cfg.workers
-                           : (unsigned)weft__topology_cores();
+  n = rt->cfg.workers != 0 ? rt->cfg.workers : (unsigned)weft__topology_cores();
   err = weft__stack_install_handler();
   if (err == 0)
     err = weft__idle_init(&rt->idle, n);
@@ -187,14 +185,14 @@ bool weft__runtime_quiescent(weft_runtime_t* rt) {
    * completion we count has its children counted below; equal sums mean
    * nothing is queued, running or suspended. */
   for (i = 0; i < rt->nworkers; i++)
-    done += atomic_load_explicit(&rt->workers[i].completed,
-                                 memory_order_acquire);
+    done +=
+        atomic_load_explicit(&rt->workers[i].completed, memory_order_acquire);
   atomic_thread_fence(memory_order_seq_cst);
-  submitted = atomic_load_explicit(&rt->outside_submitted,
-                                   memory_order_acquire);
+  submitted =
+      atomic_load_explicit(&rt->outside_submitted, memory_order_acquire);
   for (i = 0; i < rt->nworkers; i++)
-    submitted += atomic_load_explicit(&rt->workers[i].submitted,
-                                      memory_order_acquire);
+    submitted +=
+        atomic_load_explicit(&rt->workers[i].submitted, memory_order_acquire);
   return done == submitted;
 }
 

@@ -38,8 +38,7 @@ static int prepare(weft_runtime_t** rtp, weft__worker_t** wp) {
   return 0;
 }
 
-static void count_submitted(weft_runtime_t* rt, weft__worker_t* w,
-                            size_t n) {
+static void count_submitted(weft_runtime_t* rt, weft__worker_t* w, size_t n) {
   /* Release: pairs with the acquire loads of weft__runtime_quiescent. A
    * worker's count has one writer, so a load and a store suffice. */
   if (w != NULL)
@@ -48,8 +47,7 @@ static void count_submitted(weft_runtime_t* rt, weft__worker_t* w,
         atomic_load_explicit(&w->submitted, memory_order_relaxed) + n,
         memory_order_release);
   else
-    atomic_fetch_add_explicit(&rt->outside_submitted, n,
-                              memory_order_release);
+    atomic_fetch_add_explicit(&rt->outside_submitted, n, memory_order_release);
 }
 
 int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,

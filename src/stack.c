@@ -101,8 +101,7 @@ static size_t put(char* buf, size_t at, const char* s) {
   return at + n;
 }
 
-static void report_overflow(weft__worker_t* w, weft__fiber_t* f,
-                            void* addr) {
+static void report_overflow(weft__worker_t* w, weft__fiber_t* f, void* addr) {
   char msg[512];
   size_t n = 0;
   ssize_t rc;

@@ -20,8 +20,7 @@ static void worker_read(weft__worker_t* w, weft_worker_stats_t* s) {
 
 static bool started(weft_runtime_t* rt) {
   /* Acquire pairs with the release in weft__runtime_start. */
-  return atomic_load_explicit(&rt->state, memory_order_acquire) !=
-         WEFT__RT_NEW;
+  return atomic_load_explicit(&rt->state, memory_order_acquire) != WEFT__RT_NEW;
 }
 
 int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {

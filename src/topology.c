@@ -90,8 +90,8 @@ int weft__topology_plan(weft__plan_t* plan, unsigned n) {
   type = unit_type();
   nunits = err == 0 ? (unsigned)hwloc_get_nbobjs_by_type(topo, type) : 0;
   for (i = 0; i < n; i++) {
-    units[i] = nunits > 0 ? hwloc_get_obj_by_type(topo, type, i % nunits)
-                          : NULL;
+    units[i] =
+        nunits > 0 ? hwloc_get_obj_by_type(topo, type, i % nunits) : NULL;
     plan->pu_os_index[i] = -1;
     if (units[i] != NULL) {
       hwloc_obj_t pu = hwloc_get_obj_inside_cpuset_by_type(
@@ -111,10 +111,9 @@ int weft__topology_plan(weft__plan_t* plan, unsigned n) {
       v[k].worker = j;
       v[k].depth = 0;
       if (units[i] != NULL && units[j] != NULL) {
-        hwloc_obj_t a = units[i] == units[j]
-                            ? units[i]
-                            : hwloc_get_common_ancestor_obj(topo, units[i],
-                                                            units[j]);
+        hwloc_obj_t a = units[i] == units[j] ? units[i]
+                                             : hwloc_get_common_ancestor_obj(
+                                                   topo, units[i], units[j]);
         v[k].depth = a != NULL ? a->depth : 0;
       }
       k++;
@@ -155,8 +154,7 @@ int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker) {
     return -EINVAL;
   if (topo_get() != 0)
     return topo_err;
-  pu = hwloc_get_pu_obj_by_os_index(topo,
-                                    (unsigned)plan->pu_os_index[worker]);
+  pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)plan->pu_os_index[worker]);
   if (pu == NULL)
     return -EINVAL;
   if (hwloc_set_cpubind(topo, pu->cpuset, HWLOC_CPUBIND_THREAD) != 0)

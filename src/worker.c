@@ -60,8 +60,7 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
       weft__idle_notify_worker(rt, (unsigned)pin);
     return;
   }
-  if (w != NULL && w->rt == rt &&
-      weft__deque_push(&w->dq[prio], t) == 0) {
+  if (w != NULL && w->rt == rt && weft__deque_push(&w->dq[prio], t) == 0) {
     if (prio != WEFT_PRIORITY_NORMAL)
       atomic_fetch_add_explicit(&rt->dq_prio_len[prio], 1,
                                 memory_order_relaxed);
@@ -141,8 +140,7 @@ static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing) {
 
   t = weft__deque_pop(&w->dq[prio]);
   if (t != NULL && prio != WEFT_PRIORITY_NORMAL)
-    atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
-                              memory_order_relaxed);
+    atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1, memory_order_relaxed);
   if (t == NULL)
     t = weft__inject_pop(&w->mailbox, prio);
   if (t == NULL)

@@ -171,11 +171,9 @@ static void fiber_yield_interleaves(void** state) {
 
   memset(&pp, 0, sizeof(pp));
   weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn_batch(rt,
-                                    (weft_job_t[]){{player, &a},
-                                                   {player, &b}},
-                                    2, &c),
-                   0);
+  assert_int_equal(
+      weft_spawn_batch(rt, (weft_job_t[]){{player, &a}, {player, &b}}, 2, &c),
+      0);
   assert_int_equal(weft_counter_wait(&c, 0), 0);
   assert_int_equal(atomic_load(&pp.n), 40);
   /* On one worker, yielding hands the CPU to the other job. */
@@ -186,7 +184,8 @@ static void fiber_yield_interleaves(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
-/* ---- worker ids and deep stacks -------------------------------------------- */
+/* ---- worker ids and deep stacks --------------------------------------------
+ */
 
 static void id_job(void* arg) {
   atomic_int* seen = arg;

@@ -132,7 +132,8 @@ static void spawn_batch_from_job(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
-/* ---- priorities ------------------------------------------------------------ */
+/* ---- priorities ------------------------------------------------------------
+ */
 
 typedef struct {
   atomic_int next;

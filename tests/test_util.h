@@ -44,19 +44,18 @@ static inline long test_size(long n) {
 /* cmocka's assertions longjmp, which must not happen on a worker thread or
  * a fiber stack: jobs CHECK, and the test asserts no CHECK failed. */
 static atomic_int test_failures __attribute__((unused));
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__,       \
-              #cond);                                                        \
-      atomic_fetch_add(&test_failures, 1);                                   \
-    }                                                                        \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+      atomic_fetch_add(&test_failures, 1);                                     \
+    }                                                                          \
   } while (0)
-#define ASSERT_NO_CHECK_FAILED()                                             \
+#define ASSERT_NO_CHECK_FAILED() \
   assert_int_equal(atomic_load(&test_failures), 0)
 
 static const unsigned test_worker_counts[] = {1, 2, 4, 8};
-#define TEST_NWORKER_COUNTS                                                  \
+#define TEST_NWORKER_COUNTS \
   (sizeof(test_worker_counts) / sizeof(test_worker_counts[0]))
 
 static inline weft_runtime_t* test_runtime(unsigned workers) {

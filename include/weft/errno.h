@@ -9,17 +9,17 @@
 
 #include <errno.h>
 
-#define WEFT_ERRNO_MAP(XX)                                                    \
-  XX(EINVAL, "invalid argument")                                              \
-  XX(ENOMEM, "out of memory")                                                 \
-  XX(EPERM, "operation not permitted from this context (not on a weft fiber)")\
-  XX(EAGAIN, "resource temporarily unavailable")                              \
-  XX(EBUSY, "resource busy")                                                  \
-  XX(ESHUTDOWN, "runtime is shutting down")                                   \
-  XX(EDEADLK, "operation would deadlock")                                     \
-  XX(ERANGE, "value out of range")                                            \
-  XX(ENOSYS, "not supported on this platform")                                \
-  XX(ECANCELED, "operation canceled")                                         \
+#define WEFT_ERRNO_MAP(XX)                                                     \
+  XX(EINVAL, "invalid argument")                                               \
+  XX(ENOMEM, "out of memory")                                                  \
+  XX(EPERM, "operation not permitted from this context (not on a weft fiber)") \
+  XX(EAGAIN, "resource temporarily unavailable")                               \
+  XX(EBUSY, "resource busy")                                                   \
+  XX(ESHUTDOWN, "runtime is shutting down")                                    \
+  XX(EDEADLK, "operation would deadlock")                                      \
+  XX(ERANGE, "value out of range")                                             \
+  XX(ENOSYS, "not supported on this platform")                                 \
+  XX(ECANCELED, "operation canceled")                                          \
   XX(ETIMEDOUT, "operation timed out")
 
 #define WEFT_EINVAL (-EINVAL)

@@ -6,8 +6,7 @@
 #define WEFT_VERSION_MINOR 1
 #define WEFT_VERSION_PATCH 0
 #define WEFT_VERSION_STRING "0.1.0"
-#define WEFT_VERSION_HEX                                                      \
-  ((WEFT_VERSION_MAJOR << 16) | (WEFT_VERSION_MINOR << 8) |                   \
-   WEFT_VERSION_PATCH)
+#define WEFT_VERSION_HEX \
+  ((WEFT_VERSION_MAJOR << 16) | (WEFT_VERSION_MINOR << 8) | WEFT_VERSION_PATCH)
 
 #endif /* WEFT_VERSION_H_ */
