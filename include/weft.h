@@ -137,14 +137,16 @@ WEFT_EXTERN int weft_run(const weft_config_t* cfg, weft_job_cb main_fn,
                          void* arg);
 
 /* weft_counter_init: sets the counter's value and clears its waiters.
- * Returns 0 or -EINVAL. Never on a counter that has waiters. */
+ * Values are limited to +-(2^46 - 1). Returns 0, -EINVAL (NULL) or -ERANGE.
+ * Never on a counter that has waiters. */
 WEFT_EXTERN int weft_counter_init(weft_counter_t* c, int64_t value);
 
 /* weft_counter_value: the counter's current value (a snapshot). */
 WEFT_EXTERN int64_t weft_counter_value(const weft_counter_t* c);
 
 /* weft_counter_add: adds `delta` (may be negative) and wakes every waiter
- * whose target is now reached. Returns 0 or -EINVAL. Any thread. */
+ * whose target is now reached. Returns 0, -EINVAL or -ERANGE (|delta| too
+ * large). Any thread. */
 WEFT_EXTERN int weft_counter_add(weft_counter_t* c, int64_t delta);
 
 /* weft_counter_wait: returns 0 once the counter's value is at most

@@ -54,6 +54,10 @@ static void runtime_bad_args(void** state) {
   assert_int_equal(weft_counter_init(NULL, 0), -EINVAL);
   assert_int_equal(weft_counter_wait(NULL, 0), -EINVAL);
   assert_int_equal(weft_counter_add(NULL, 1), -EINVAL);
+  assert_int_equal(weft_counter_init(&c, INT64_MAX), -ERANGE);
+  assert_int_equal(weft_counter_init(&c, (int64_t)1 << 46), -ERANGE);
+  assert_int_equal(weft_counter_init(&c, ((int64_t)1 << 46) - 1), 0);
+  assert_int_equal(weft_counter_add(&c, INT64_MIN / 2), -ERANGE);
   assert_int_equal(weft_parallel_for(rt, 5, 1, 0, NULL, NULL), -EINVAL);
   assert_int_equal(weft_parallel_for(NULL, 0, 1, 0, NULL, NULL), -EINVAL);
   {
