@@ -6,7 +6,7 @@ BUILD      ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
-PACKAGES   := build-essential cmake pkg-config libhwloc-dev libcmocka-dev \
+PACKAGES   := build-essential cmake pkg-config libhwloc-dev libcmocka-dev libuv1-dev \
               valgrind
 
 .PHONY: all deps configure build demo test bench clean \

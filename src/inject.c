@@ -61,3 +61,47 @@ weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio) {
   weft__spin_unlock(&q->lock);
   return t;
 }
+
+/* ---- ready batches ----------------------------------------------------- */
+
+static _Thread_local weft__batch_t* tls_batch
+    __attribute__((tls_model("initial-exec")));
+
+void weft__batch_open(weft__batch_t* b, weft_runtime_t* rt) {
+  b->rt = rt;
+  b->first = NULL;
+  b->last = NULL;
+  b->n = 0;
+  tls_batch = b;
+}
+
+bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
+  weft__batch_t* b = tls_batch;
+  if (b == NULL || b->rt != rt || t->pin >= 0 ||
+      t->prio != WEFT_PRIORITY_NORMAL)
+    return false;
+  t->next = NULL;
+  if (b->last != NULL)
+    b->last->next = t;
+  else
+    b->first = t;
+  b->last = t;
+  b->n++;
+  return true;
+}
+
+void weft__batch_flush(weft__batch_t* b) {
+  if (b->n == 0)
+    return;
+  weft__inject_push(&b->rt->inject, b->first, b->last, b->n,
+                    WEFT_PRIORITY_NORMAL);
+  b->first = NULL;
+  b->last = NULL;
+  b->n = 0;
+  weft__idle_notify(b->rt);
+}
+
+void weft__batch_close(weft__batch_t* b) {
+  weft__batch_flush(b);
+  tls_batch = NULL;
+}

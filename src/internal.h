@@ -187,6 +187,7 @@ struct weft__fiber_s {
   uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
+  uint64_t gen;             /* bumped for every job the fiber runs */
   weft__fiber_t* pool_next; /* in a pool */
   weft__fiber_t* all_next;  /* the runtime's list of every fiber */
   weft_runtime_t* rt;
@@ -243,6 +244,23 @@ static inline bool weft__inject_empty(weft__inject_t* q, int max_prio) {
       return false;
   return true;
 }
+
+/* A batch of ready tasks collected on a thread that is not a worker (the
+ * libuv loop thread) and published with one lock round trip and one
+ * wake-up: while a batch is open on the calling thread, weft__worker_ready
+ * from that thread appends to it. */
+typedef struct weft__batch_s {
+  weft_runtime_t* rt;
+  weft__task_t* first;
+  weft__task_t* last;
+  size_t n;
+} weft__batch_t;
+
+void weft__batch_open(weft__batch_t* b, weft_runtime_t* rt);
+void weft__batch_flush(weft__batch_t* b);
+void weft__batch_close(weft__batch_t* b);
+/* Appends t if a batch for rt is open on this thread. */
+bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t);
 
 /* ---- park.c: per-worker parker and the idle-worker set ---------------- */
 
@@ -392,6 +410,12 @@ struct weft_runtime_s {
   atomic_int want_quiet;
   atomic_uint quiet;
   bool run_mode; /* weft_run: worker 0 is the calling thread */
+  /* The libuv bridge, if any (bridge/). Destroy stops it first (so the
+   * fibers blocked in I/O finish) and frees it after the workers are gone
+   * (jobs may still look it up until then). */
+  void* bridge;
+  void (*bridge_stop)(void* bridge);
+  void (*bridge_free)(void* bridge);
 };
 
 /* Starts the workers on first use. Returns 0 or a negative errno. */

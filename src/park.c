@@ -39,9 +39,10 @@ void weft__parker_park(weft__parker_t* p) {
   if (!atomic_compare_exchange_strong_explicit(&p->state, &s, PARK_PARKED,
                                                memory_order_acquire,
                                                memory_order_relaxed)) {
-    /* Only NOTIFIED can have been stored meanwhile. */
-    atomic_store_explicit(&p->state, PARK_EMPTY, memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
+    /* Only NOTIFIED can have been stored meanwhile: consume it. Acquire
+     * (an exchange rather than a store and a fence, which TSan cannot see)
+     * pairs with the release exchange in weft__parker_unpark. */
+    atomic_exchange_explicit(&p->state, PARK_EMPTY, memory_order_acquire);
     return;
   }
   for (;;) {

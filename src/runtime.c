@@ -220,6 +220,10 @@ static void wait_quiet(weft_runtime_t* rt) {
 }
 
 static void runtime_free(weft_runtime_t* rt) {
+  if (rt->bridge_stop != NULL)
+    rt->bridge_stop(rt->bridge);
+  if (rt->bridge_free != NULL)
+    rt->bridge_free(rt->bridge);
   weft__fiber_destroy_all(rt);
   workers_free(rt);
   weft__topology_plan_free(&rt->plan);
@@ -245,6 +249,9 @@ int weft_runtime_destroy(weft_runtime_t* rt) {
   w = weft__worker_current();
   if (w != NULL && w->rt == rt)
     return -EDEADLK;
+  /* A bridge first: it cancels the I/O fibers wait on, so they finish. */
+  if (rt->bridge_stop != NULL)
+    rt->bridge_stop(rt->bridge);
   if (atomic_load_explicit(&rt->state, memory_order_acquire) ==
       WEFT__RT_RUNNING) {
     wait_quiet(rt);

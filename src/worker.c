@@ -53,6 +53,8 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
   int prio = t->prio;
   int pin = t->pin;
 
+  if (w == NULL && weft__batch_add(rt, t))
+    return; /* published with the batch, by weft__batch_flush */
   /* Once published, t may run and be freed at once: use the copies. */
   if (pin >= 0) {
     weft__inject_push(&rt->workers[pin].mailbox, t, t, 1, prio);
@@ -221,6 +223,7 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
 
   f->task.pin = j->task.pin;
   f->task.prio = j->task.prio;
+  f->gen++;
   weft__job_free(w->rt, w, j);
   fn(arg);
   /* The job may have waited and resumed on another worker. */
@@ -263,6 +266,7 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     uint8_t fls_used;
     int16_t pin;
     uint8_t prio;
+    uint64_t gen;
 
     if ((size_t)((char*)__builtin_frame_address(0) - f->stack.lo) <
         f->stack.size / 2)
@@ -288,9 +292,11 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     }
     pin = f->task.pin;
     prio = f->task.prio;
+    gen = f->gen;
     run_job(w, j);
     f->task.pin = pin;
     f->task.prio = prio;
+    f->gen = gen;
     if (fls_used) {
       memcpy(f->fls, fls, sizeof(fls));
       f->fls_used = 1;
