@@ -176,4 +176,8 @@ WEFT_EXTERN int weft_uv_fs_copyfile(const char* from, const char* to, int flags,
 }
 #endif
 
+/* The other families, one header each. */
+#include "weft/uv_stream.h" /* TCP, pipes and Unix domain sockets */
+#include "weft/uv_extra.h"  /* UDP, DNS, child processes, signals */
+
 #endif /* WEFT_UV_H_ */
