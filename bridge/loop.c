@@ -9,6 +9,7 @@
  * a check handle publishes to the workers once per loop iteration.
  * Deadlines live in one min-heap driven by one uv_timer_t.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -520,9 +521,24 @@ static int bridge_new(weft_runtime_t* rt, weft_uv_t** out) {
   return 0;
 }
 
+/* A write to a peer that has gone raises SIGPIPE, whose default action
+ * kills the process; fibers should get UV_EPIPE instead. Ignore it unless
+ * the program chose its own handler. */
+static void sigpipe_ignore(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
+      !(sa.sa_flags & SA_SIGINFO)) {
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+  }
+}
+
 /* On the loop's thread (or before its thread starts). */
 static int handles_init(weft_uv_t* b) {
-  int err = uv_async_init(b->loop, &b->async, on_async);
+  int err;
+
+  sigpipe_ignore();
+  err = uv_async_init(b->loop, &b->async, on_async);
   if (err != 0)
     return err;
   b->async.data = b;
