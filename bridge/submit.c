@@ -11,6 +11,7 @@
 
 typedef struct submit_s {
   weft__uv_op_t op;        /* the completion posted back to the loop */
+  weft__job_t job;         /* the job itself: no allocation of its own */
   weft__uv_resource_t res; /* registered while outstanding */
   weft_job_cb fn;
   void* arg;
@@ -67,7 +68,10 @@ int weft_uv_submit(weft_uv_t* b, weft_job_cb fn, void* arg,
   s->arg = arg;
   s->after_cb = after_cb;
   s->res.close = submit_cancel;
-  err = weft_spawn(b->rt, submit_job, s, NULL);
+  /* Submissions made in one loop iteration go out in one batch. */
+  if (b->batch.rt == NULL)
+    weft__batch_open(&b->batch, b->rt);
+  err = weft__spawn_embedded(b->rt, &s->job, submit_job, s);
   if (err != 0) {
     free(s);
     return err == -ENOMEM ? UV_ENOMEM : UV_ECANCELED;

@@ -62,6 +62,32 @@ weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio) {
   return t;
 }
 
+size_t weft__inject_pop_many(weft__inject_t* q, int max_prio,
+                             weft__task_t** out, size_t max) {
+  size_t n = 0;
+  int p;
+
+  if (weft__inject_empty(q, max_prio))
+    return 0;
+  weft__spin_lock(&q->lock);
+  for (p = 0; p <= max_prio && n == 0; p++) {
+    weft__tlist_t* l = &q->q[p];
+    while (n < max && l->head != NULL) {
+      out[n++] = l->head;
+      l->head = l->head->next;
+    }
+    if (l->head == NULL)
+      l->tail = NULL;
+    if (n != 0)
+      atomic_store_explicit(
+          &q->len[p],
+          atomic_load_explicit(&q->len[p], memory_order_relaxed) - n,
+          memory_order_relaxed);
+  }
+  weft__spin_unlock(&q->lock);
+  return n;
+}
+
 /* ---- ready batches ----------------------------------------------------- */
 
 static _Thread_local weft__batch_t* tls_batch

@@ -76,8 +76,17 @@ typedef struct weft__job_s {
   weft_job_cb fn;
   void* arg;
   weft__counter_t* counter;
-  int32_t owner; /* 0: from the runtime's slabs, -1: malloc'd */
+  int32_t owner; /* 0: from the runtime's slabs, or one of: */
 } weft__job_t;
+
+#define WEFT__JOB_MALLOC (-1)   /* malloc'd by a plain thread */
+#define WEFT__JOB_EMBEDDED (-2) /* inside a caller's record, never freed */
+
+/* Submits a job record the caller embeds in its own memory (the bridge's
+ * submit records), from a thread that is not one of rt's workers: no
+ * allocation. The record must stay valid until the job has started. */
+int weft__spawn_embedded(weft_runtime_t* rt, weft__job_t* j, weft_job_cb fn,
+                         void* arg);
 
 /* A worker's free job records (owner only). */
 typedef struct weft__jobpool_s {
@@ -238,6 +247,10 @@ void weft__inject_init(weft__inject_t* q);
 void weft__inject_push(weft__inject_t* q, weft__task_t* first,
                        weft__task_t* last, size_t n, int prio);
 weft__task_t* weft__inject_pop(weft__inject_t* q, int max_prio);
+/* Pops up to `max` tasks of one priority level (the highest non-empty one
+ * up to max_prio) into out[]; returns how many. */
+size_t weft__inject_pop_many(weft__inject_t* q, int max_prio,
+                             weft__task_t** out, size_t max);
 static inline bool weft__inject_empty(weft__inject_t* q, int max_prio) {
   for (int p = 0; p <= max_prio; p++)
     if (atomic_load_explicit(&q->len[p], memory_order_relaxed) != 0)

@@ -59,7 +59,7 @@ weft__job_t* weft__job_alloc(weft__worker_t* w) {
   if (w == NULL) {
     j = malloc(sizeof(*j));
     if (j != NULL)
-      j->owner = -1;
+      j->owner = WEFT__JOB_MALLOC;
     return j;
   }
   if (WEFT__LIKELY(w->jobs.local != NULL)) {
@@ -78,8 +78,9 @@ void weft__job_free(weft_runtime_t* rt, weft__worker_t* w, weft__job_t* j) {
   unsigned i;
 
   if (j->owner < 0) {
-    free(j);
-    return;
+    if (j->owner == WEFT__JOB_MALLOC)
+      free(j);
+    return; /* WEFT__JOB_EMBEDDED: the caller's memory */
   }
   if (w == NULL || w->rt != rt) {
     /* Not on one of rt's workers (a failed batch from outside cannot hold

@@ -183,3 +183,22 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
   }
   return 0;
 }
+
+int weft__spawn_embedded(weft_runtime_t* rt, weft__job_t* j, weft_job_cb fn,
+                         void* arg) {
+  int err = weft__runtime_start(rt);
+  if (err != 0)
+    return err;
+  if (atomic_load_explicit(&rt->stop, memory_order_acquire))
+    return -ESHUTDOWN;
+  j->task.kind = WEFT__TASK_JOB;
+  j->task.prio = WEFT_PRIORITY_NORMAL;
+  j->task.pin = -1;
+  j->fn = fn;
+  j->arg = arg;
+  j->counter = NULL;
+  j->owner = WEFT__JOB_EMBEDDED;
+  count_submitted(rt, NULL, 1);
+  weft__worker_ready(rt, NULL, &j->task);
+  return 0;
+}

@@ -136,6 +136,45 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
   return NULL;
 }
 
+/* Takes work from the injection queue: one task to run now and, when the
+ * queue is long, a fair share more into our own deque (where others can
+ * steal it), so a stream of outside submissions costs one lock round trip
+ * per batch rather than per task (Go's globrunqget). */
+#define WEFT__INJECT_BATCH 64
+static weft__task_t* inject_take(weft__worker_t* w, int prio) {
+  weft_runtime_t* rt = w->rt;
+  weft__task_t* got[WEFT__INJECT_BATCH];
+  size_t len =
+      atomic_load_explicit(&rt->inject.len[prio], memory_order_relaxed);
+  size_t want = len / rt->nworkers + 1;
+  size_t n;
+  size_t i;
+
+  if (want > WEFT__INJECT_BATCH)
+    want = WEFT__INJECT_BATCH;
+  if (want <= 1 || prio != WEFT_PRIORITY_NORMAL)
+    return weft__inject_pop(&rt->inject, prio);
+  n = weft__inject_pop_many(&rt->inject, prio, got, want);
+  if (n == 0)
+    return NULL;
+  /* got[0] runs now; keep the rest in order: the deque pops LIFO, so push
+   * the oldest last. */
+  for (i = n - 1; i >= 1; i--) {
+    /* Read before the push: once published, a thief may run and free it. */
+    int p = got[i]->prio;
+    if (p != WEFT_PRIORITY_NORMAL)
+      atomic_fetch_add_explicit(&rt->dq_prio_len[p], 1, memory_order_relaxed);
+    if (weft__deque_push(&w->dq[p], got[i]) != 0) {
+      if (p != WEFT_PRIORITY_NORMAL)
+        atomic_fetch_sub_explicit(&rt->dq_prio_len[p], 1, memory_order_relaxed);
+      weft__inject_push(&rt->inject, got[i], got[i], 1, p);
+    }
+  }
+  if (n > 1)
+    weft__idle_notify(rt);
+  return got[0];
+}
+
 static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing) {
   weft_runtime_t* rt = w->rt;
   weft__task_t* t;
@@ -146,7 +185,7 @@ static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing) {
   if (t == NULL)
     t = weft__inject_pop(&w->mailbox, prio);
   if (t == NULL)
-    t = weft__inject_pop(&rt->inject, prio);
+    t = inject_take(w, prio);
   if (t == NULL && stealing)
     t = steal(w, prio);
   return t;
