@@ -70,7 +70,7 @@ test-tsan: tsan
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 # Valgrind runs the regular build's tests (not the examples or the install
 # check) under memcheck with smaller stress sizes.
-VALGRIND := valgrind;--error-exitcode=99;--fair-sched=yes;--quiet
+VALGRIND := valgrind;--error-exitcode=99;--fair-sched=yes;--quiet;--child-silent-after-fork=yes
 VALGRIND := $(VALGRIND);--leak-check=full;--errors-for-leak-kinds=definite
 build-valgrind/CMakeCache.txt: | deps
 	cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo \

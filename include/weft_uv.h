@@ -138,8 +138,11 @@ WEFT_EXTERN void weft_uv_complete(weft_uv_req_t* req, int64_t result);
 
 /* Each returns what the matching uv_fs_* request's result would be: a file
  * descriptor for open, a byte count for read/write/sendfile (short counts
- * are returned as they are), 0 otherwise, or a UV_E* error. `offset` -1
- * means the current position. Fiber only. */
+ * are returned as they are), 0 otherwise, or a UV_E* error. For read and
+ * write, `offset` -1 means the current position; sendfile needs a real
+ * offset (libuv has no current-position form). Reads and writes go through
+ * a buffer the operation owns, so libuv never touches the caller's memory
+ * after a deadline or cancellation made the call return. Fiber only. */
 WEFT_EXTERN int weft_uv_fs_open(const char* path, int flags, int mode,
                                 uint64_t deadline);
 WEFT_EXTERN int weft_uv_fs_close(uv_file fd, uint64_t deadline);
