@@ -369,7 +369,7 @@ static void bp_write(void* arg) {
 }
 
 static void small_buffers(weft_uv_stream_t* s) {
-  int size = 8192;
+  int size = 128 * 1024; /* above loopback's 64 KiB MSS, or TCP stalls */
   uv_os_fd_t fd;
   CHECK(weft_uv_stream_fileno(s, &fd) == 0);
   CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size)) == 0);
