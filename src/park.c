@@ -11,14 +11,35 @@
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
 enum { PARK_EMPTY = 0, PARK_PARKED = 1, PARK_NOTIFIED = 2 };
 
+#if defined(__SANITIZE_THREAD__)
+#define PARK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PARK_TSAN 1
+#endif
+#endif
+
 void weft__futex_wait(atomic_uint* addr, unsigned expected) {
+#ifdef PARK_TSAN
+  /* TSan defers an asynchronous signal until the thread that got it enters
+   * a function TSan intercepts; a raw futex syscall is not one, so a
+   * SIGTERM landing on a parked worker would wait forever. Under TSan
+   * only, wake every 10 ms and pass through an intercepted call (callers
+   * treat any return as possibly spurious). */
+  struct timespec ts = {0, 10 * 1000 * 1000};
+  struct timespec zero = {0, 0};
+  syscall(SYS_futex, (void*)addr, FUTEX_WAIT_PRIVATE, expected, &ts, NULL, 0);
+  nanosleep(&zero, NULL);
+#else
   syscall(SYS_futex, (void*)addr, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
+#endif
 }
 
 void weft__futex_wake(atomic_uint* addr, int n) {

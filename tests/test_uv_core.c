@@ -151,22 +151,23 @@ static void uv_stop_cancels_all(void** state) {
     weft_runtime_t* rt = rt_with_bridge(test_worker_counts[k], &b);
     weft_counter_t c;
     weft_stats_t s;
+    int n = (int)test_size(1000);
     int i;
     atomic_store(&cancelled, 0);
     weft_counter_init(&c, 0);
-    for (i = 0; i < 1000; i++)
+    for (i = 0; i < n; i++)
       assert_int_equal(weft_spawn(rt, blocked_forever, NULL, &c), 0);
-    /* All 1000 suspended: each holds a fiber. */
+    /* All n suspended: each holds a fiber. */
     for (i = 0; i < 5000; i++) {
       weft_stats(rt, &s);
-      if (s.fibers_created >= 1000)
+      if (s.fibers_created >= (uint64_t)n)
         break;
       test_sleep_ms(1);
     }
     test_sleep_ms(10);
     assert_int_equal(weft_uv_stop(b), 0);
     assert_int_equal(weft_counter_wait(&c, 0), 0);
-    assert_int_equal(atomic_load(&cancelled), 1000);
+    assert_int_equal(atomic_load(&cancelled), n);
     assert_int_equal(weft_runtime_destroy(rt), 0);
   }
 }
