@@ -232,6 +232,14 @@ int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline) {
 
 static void op_start(weft_uv_t* b, weft__uv_op_t* op) {
   op->state = WEFT__OP_STARTED;
+  if (b->closing && op->fiber != NULL) {
+    /* Stopping (bridge_close may run in the middle of on_async's list):
+     * a waiter's operation never starts; it gets UV_ECANCELED, as if
+     * started and abandoned. Internal operations still run. */
+    weft__uv_op_finish(op, UV_ECANCELED);
+    weft__uv_op_release(op);
+    return;
+  }
   if (op->fiber != NULL) {
     op->next_pending = b->pending;
     op->prev_pending = NULL;

@@ -22,14 +22,15 @@ typedef struct submit_s {
 static void submit_done(weft__uv_op_t* op, uv_loop_t* loop) {
   submit_t* s = (submit_t*)op;
   (void)loop;
-  weft__uv_resource_remove(op->bridge, &s->res);
   if (!s->called) {
+    weft__uv_resource_remove(op->bridge, &s->res);
     s->called = 1;
     s->after_cb(s->arg, 0);
+    weft__uv_op_release(op); /* the loop's */
   }
-  weft__uv_op_finish(op, 0);
+  /* Else the bridge stopped first: submit_cancel reported it and dropped
+   * the loop's reference. */
   weft__uv_op_release(op); /* the job's, which came with the post */
-  weft__uv_op_release(op); /* the loop's */
 }
 
 static const weft__uv_ops_t submit_ops = {submit_done, NULL};
