@@ -3,17 +3,8 @@
 # over TCP (bash's /dev/tcp), checks the answers, then stops it with SIGTERM
 # and checks that it shut down cleanly.
 set -euo pipefail
-bin=$1
-out=$(mktemp)
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
-"$bin" 0 >"$out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$out" && break
-  sleep 0.05
-done
-port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$out")
-[ -n "$port" ] || { cat "$out"; exit 1; }
+. "$(dirname "$0")/example_lib.sh"
+start_server "$1"
 exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf '10\n20\n25\nbogus\n' >&3
 answers=()

@@ -4,17 +4,8 @@
 # 404, a pipelined pair), then stops it with SIGTERM and checks that it
 # shut down cleanly.
 set -euo pipefail
-bin=$1
-out=$(mktemp)
-trap 'kill "$pid" 2>/dev/null || true; rm -f "$out" "$out.resp"' EXIT
-"$bin" 0 >"$out" 2>&1 &
-pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$out" && break
-  sleep 0.05
-done
-port=$(sed -n 's/.*listening on 127.0.0.1:\([0-9]*\).*/\1/p' "$out")
-[ -n "$port" ] || { cat "$out"; exit 1; }
+. "$(dirname "$0")/example_lib.sh"
+start_server "$1"
 exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf 'GET / HTTP/1.1\r\nHost: x\r\n\r\n' >&3
 printf 'GET /fib/27 HTTP/1.1\r\nHost: x\r\n\r\n' >&3
