@@ -200,11 +200,17 @@ bool weft__uv_op_post(weft_uv_t* b, weft__uv_op_t* op) {
      * fields. */
   } while (!atomic_compare_exchange_weak_explicit(
       &b->head, &head, op, memory_order_release, memory_order_relaxed));
-  /* libuv 1.44: uv_async_send reads its pending flag before writing; the
+  /* Only the poster that found the queue empty wakes the loop: a non-empty
+   * queue has not been drained yet (a drain empties it in one exchange, and
+   * our CAS would then have failed), so the wake-up its first poster sent
+   * is still to be handled, and that drain takes our op too.
+   * libuv 1.44: uv_async_send reads its pending flag before writing; the
    * fence orders our push before that read, so a concurrent drain either
    * sees the op or lets this send through. */
-  atomic_thread_fence(memory_order_seq_cst);
-  uv_async_send(&b->async);
+  if (head == NULL) {
+    atomic_thread_fence(memory_order_seq_cst);
+    uv_async_send(&b->async);
+  }
   atomic_fetch_sub_explicit(&b->posters, 1, memory_order_seq_cst);
   return true;
 }
