@@ -49,6 +49,7 @@ test: build
 
 bench: build
 	@for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && "$$b"; done
+	@bash bench/bench_io.sh $(BUILD)
 
 # Sanitizer builds: their own build trees, the same tests.
 build-asan/CMakeCache.txt: | deps
