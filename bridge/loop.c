@@ -145,8 +145,10 @@ void weft__uv_op_finish(weft__uv_op_t* op, int64_t result) {
   heap_remove(&b->heap, op);
   if (op->fiber == NULL)
     return; /* nobody waits (a submit completion) */
-  /* The woken fiber joins the batch the check handle publishes. */
-  if (b->batch.rt == NULL)
+  /* The woken fiber joins the batch the prepare and check handles publish.
+   * Once the bridge is closing those handles are gone (bridge_close did the
+   * last flush), so later results go straight to the workers. */
+  if (b->batch.rt == NULL && !b->closing)
     weft__batch_open(&b->batch, b->rt);
   /* Release (inside the counter): the result is visible to the fiber. */
   weft_counter_add(&op->done, -1);
