@@ -170,6 +170,22 @@ static int stream_bridge(weft_uv_stream_t* s, weft_uv_t** b) {
   return 0;
 }
 
+/* The common start of a call on a stream: the bridge (UV_EPERM off a
+ * fiber, UV_EINVAL for a NULL stream), then UV_EINVAL for `bad` arguments
+ * or for a listener where a connection is needed, then a new op. */
+static int stream_op(weft_uv_stream_t* s, bool bad, bool conn_only,
+                     const weft__uv_ops_t* ops, weft__uv_sop_t** out) {
+  weft_uv_t* b;
+  int err = stream_bridge(s, &b);
+
+  if (err != 0)
+    return err;
+  if (bad || (conn_only && s->listener))
+    return UV_EINVAL;
+  *out = weft__uv_sop_new(b, ops);
+  return *out == NULL ? UV_ENOMEM : 0;
+}
+
 /* ---- closing ---------------------------------------------------------------
  */
 
@@ -396,17 +412,11 @@ static const weft__uv_ops_t read_ops = {read_start, read_abort};
 
 int64_t weft_uv_stream_read(weft_uv_stream_t* s, void* buf, size_t len,
                             uint64_t deadline) {
-  weft_uv_t* b;
   weft__uv_sop_t* r;
-  int err = stream_bridge(s, &b);
+  int err = stream_op(s, buf == NULL || len == 0, true, &read_ops, &r);
 
   if (err != 0)
     return err;
-  if (buf == NULL || len == 0 || s->listener)
-    return UV_EINVAL;
-  r = weft__uv_sop_new(b, &read_ops);
-  if (r == NULL)
-    return UV_ENOMEM;
   r->buf = buf;
   r->len = len;
   return weft__uv_sop_await(r, s, deadline);
@@ -582,17 +592,11 @@ static void shutdown_start(weft__uv_op_t* op, uv_loop_t* loop) {
 static const weft__uv_ops_t shutdown_ops = {shutdown_start, NULL};
 
 int weft_uv_stream_shutdown(weft_uv_stream_t* s, uint64_t deadline) {
-  weft_uv_t* b;
   weft__uv_sop_t* r;
-  int err = stream_bridge(s, &b);
+  int err = stream_op(s, false, true, &shutdown_ops, &r);
 
   if (err != 0)
     return err;
-  if (s->listener)
-    return UV_EINVAL;
-  r = weft__uv_sop_new(b, &shutdown_ops);
-  if (r == NULL)
-    return UV_ENOMEM;
   return (int)weft__uv_sop_await(r, s, deadline);
 }
 
@@ -621,17 +625,12 @@ static int names_fn(weft__uv_sop_t* r) {
 
 static int names(weft_uv_stream_t* s, struct sockaddr_storage* addr, int* len,
                  int peer) {
-  weft_uv_t* b;
   weft__uv_sop_t* r;
-  int err = stream_bridge(s, &b);
+  int err = stream_op(s, addr == NULL || len == NULL, peer != 0,
+                      &weft__uv_sync_ops, &r);
 
   if (err != 0)
     return err;
-  if (addr == NULL || len == NULL || (peer && s->listener))
-    return UV_EINVAL;
-  r = weft__uv_sop_new(b, &weft__uv_sync_ops);
-  if (r == NULL)
-    return UV_ENOMEM;
   r->fn = names_fn;
   r->arg = peer;
   r->addr_out = addr;
@@ -661,17 +660,11 @@ static int buffered_fn(weft__uv_sop_t* r) {
 }
 
 int64_t weft_uv_stream_buffered(weft_uv_stream_t* s) {
-  weft_uv_t* b;
   weft__uv_sop_t* r;
-  int err = stream_bridge(s, &b);
+  int err = stream_op(s, false, true, &weft__uv_sync_ops, &r);
 
   if (err != 0)
     return err;
-  if (s->listener)
-    return UV_EINVAL;
-  r = weft__uv_sop_new(b, &weft__uv_sync_ops);
-  if (r == NULL)
-    return UV_ENOMEM;
   r->fn = buffered_fn;
   return weft__uv_sop_call(r, s);
 }
