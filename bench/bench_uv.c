@@ -61,6 +61,7 @@ int main(void) {
   total = env_long("ITEMS", 1000000);
   weft_config_init(&cfg);
   cfg.workers = (unsigned)env_long("THREADS", 2);
+  cfg.pin = (int)env_long("WEFT_PIN", 1);
   if (weft_runtime_create(&rt, &cfg) != 0 || uv_loop_init(&loop) != 0)
     return 1;
   if (weft_uv_attach(rt, &loop, &bridge) != 0)

@@ -68,6 +68,14 @@ typedef struct weft__uv_heap_s {
   size_t cap;
 } weft__uv_heap_t;
 
+/* submit.c: a submission record, a slab of them, and a worker's outbox of
+ * finished ones (a Treiber stack; only the loop thread takes from it). */
+typedef struct weft__uv_submit_s weft__uv_submit_t;
+typedef struct weft__uv_slab_s weft__uv_slab_t;
+typedef struct weft__uv_outbox_s {
+  WEFT__ALIGNED _Atomic(weft__task_t*) head;
+} weft__uv_outbox_t;
+
 struct weft_uv_s {
   weft_runtime_t* rt;
   uv_loop_t* loop;
@@ -88,6 +96,13 @@ struct weft_uv_s {
   weft__uv_heap_t heap;
   weft__uv_resource_t* resources; /* loop thread only */
   weft__batch_t batch;
+  /* submit.c: per-worker outboxes, then the loop thread's own state. */
+  weft__uv_outbox_t* outboxes;
+  unsigned noutboxes;
+  weft__uv_submit_t* submit_free;
+  weft__uv_submit_t* submit_ready;
+  weft__uv_slab_t* submit_slabs;
+  size_t submit_outstanding;
   atomic_int stopped; /* weft_uv_stop ran */
   int closing;        /* loop thread: no more starts */
   uv_mutex_t stop_lock;
@@ -126,5 +141,16 @@ void weft__uv_resource_add(weft_uv_t* b, weft__uv_resource_t* res);
 void weft__uv_resource_remove(weft_uv_t* b, weft__uv_resource_t* res);
 /* Closes every registered resource (bridge stop). */
 void weft__uv_resources_close(weft_uv_t* b);
+
+/* ---- submit.c -------------------------------------------------------------
+ */
+
+/* Calls after_cb for every finished submission (loop thread). */
+void weft__uv_submit_drain(weft_uv_t* b);
+/* Bridge stopping: finished submissions get status 0, the rest
+ * UV_ECANCELED (loop thread). */
+void weft__uv_submit_close(weft_uv_t* b);
+/* Frees the records (every worker is gone). */
+void weft__uv_submit_free(weft_uv_t* b);
 
 #endif /* WEFT_BRIDGE_H_ */

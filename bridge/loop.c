@@ -144,7 +144,7 @@ void weft__uv_op_finish(weft__uv_op_t* op, int64_t result) {
   pending_remove(b, op);
   heap_remove(&b->heap, op);
   if (op->fiber == NULL)
-    return; /* nobody waits (a submit completion) */
+    return; /* nobody waits (an internal operation) */
   /* The woken fiber joins the batch the prepare and check handles publish.
    * Once the bridge is closing those handles are gone (bridge_close did the
    * last flush), so later results go straight to the workers. */
@@ -276,8 +276,11 @@ static weft__uv_op_t* drain(weft_uv_t* b, weft__uv_op_t* replace) {
   weft__uv_op_t* list;
   weft__uv_op_t* fifo = NULL;
 
-  /* Acquire pairs with the posters' release CAS. */
-  list = atomic_exchange_explicit(&b->head, replace, memory_order_acquire);
+  /* Acquire pairs with the posters' release CAS. seq_cst for the closing
+   * exchange: with the later load of `posters` it forms the Dekker pair
+   * with a poster's increment of `posters` and its load of head
+   * (weft__uv_op_post, submit_job): one of the two sees the other. */
+  list = atomic_exchange_explicit(&b->head, replace, memory_order_seq_cst);
   if (list == WEFT__UV_CLOSED)
     return NULL;
   while (list != NULL) {
@@ -299,6 +302,7 @@ static void on_async(uv_async_t* handle) {
     op = next;
   }
   timer_arm(b);
+  weft__uv_submit_drain(b);
 }
 
 static void on_timer(uv_timer_t* handle) {
@@ -437,6 +441,7 @@ static void bridge_close(weft_uv_t* b) {
   while (b->pending != NULL)
     op_abandon(b->pending, UV_ECANCELED);
   weft__uv_resources_close(b);
+  weft__uv_submit_close(b);
   batch_flush(b);
   uv_close((uv_handle_t*)&b->async, on_handle_closed);
   uv_close((uv_handle_t*)&b->timer, on_handle_closed);
@@ -514,6 +519,7 @@ static void bridge_free(void* arg) {
             "call weft_uv_stop on the loop thread first (bridge leaked)\n");
     return;
   }
+  weft__uv_submit_free(b);
   free(b->heap.v);
   free(b);
 }

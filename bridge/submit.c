@@ -1,82 +1,287 @@
 /* submit.c: weft_uv_submit, a work-stealing replacement for uv_queue_work
- * whose work may itself spawn jobs and await I/O. The job runs on the
- * workers; when it returns it posts a completion record to the bridge's
- * queue, and the loop thread calls after_cb. Records still outstanding when
- * the bridge stops get their after_cb with UV_ECANCELED at once; the job
- * finishes later and only frees its half.
+ * whose work may itself spawn jobs and await I/O.
+ *
+ * A submission is one small record from a pool the loop thread owns (it
+ * both takes and returns records, so the pool needs no atomics). The record
+ * embeds the job, which the loop's open batch publishes to the workers.
+ * When the job returns, it pushes the record onto its worker's own outbox, a
+ * Treiber stack no other worker writes, so completions from different
+ * workers never contend for a cache line; only a push that finds its outbox
+ * empty wakes the loop. The loop drains every outbox and calls after_cb.
+ *
+ * Records live in slabs freed only with the bridge: a job that finishes
+ * after the bridge stopped may still push its record, and nothing has to
+ * know when it does.
  */
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "bridge.h"
 
-typedef struct submit_s {
-  weft__uv_op_t op;        /* the completion posted back to the loop */
-  weft__job_t job;         /* the job itself: no allocation of its own */
-  weft__uv_resource_t res; /* registered while outstanding */
+enum {
+  SUBMIT_FREE = 0,    /* in the loop's free list */
+  SUBMIT_OUTSTANDING, /* job queued or running, after_cb not called yet */
+  SUBMIT_CANCELLED    /* after_cb reported UV_ECANCELED; the job may run */
+};
+
+struct weft__uv_submit_s {
+  weft__job_t job; /* job.task.next links the record in an outbox, in the
+                    * loop's ready list or in the free list */
   weft_job_cb fn;
   void* arg;
   weft_uv_after_cb after_cb;
-  int called;
-} submit_t;
+  weft_uv_t* bridge;
+  int state; /* loop thread only */
+};
 
-static void submit_done(weft__uv_op_t* op, uv_loop_t* loop) {
-  submit_t* s = (submit_t*)op;
-  (void)loop;
-  if (!s->called) {
-    weft__uv_resource_remove(op->bridge, &s->res);
-    s->called = 1;
-    s->after_cb(s->arg, 0);
-    weft__uv_op_release(op); /* the loop's */
+struct weft__uv_slab_s {
+  weft__uv_slab_t* next;
+  size_t n;
+  int mapped; /* a huge slab from slab_map, else malloc'd */
+  weft__uv_submit_t rec[];
+};
+
+/* Slabs double from SLAB_MIN records up to one 2 MiB huge page: a burst of a
+ * million submissions then costs a few dozen page faults, not 20,000. */
+#define SLAB_MIN 64
+#define SLAB_HUGE ((size_t)2 << 20)
+
+static weft__uv_submit_t* rec_next(weft__uv_submit_t* s) {
+  return (weft__uv_submit_t*)s->job.task.next;
+}
+
+static void rec_set_next(weft__uv_submit_t* s, weft__uv_submit_t* next) {
+  /* The task comes first in the job, and the job first in the record. */
+  s->job.task.next = (weft__task_t*)(void*)next;
+}
+
+/* ---- the pool (loop thread) ------------------------------------------------
+ */
+
+/* One 2 MiB slab, aligned so transparent huge pages can back it. */
+static weft__uv_slab_t* slab_map(void) {
+  char* p = mmap(NULL, 2 * SLAB_HUGE, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char* a;
+
+  if (p == MAP_FAILED)
+    return NULL;
+  a = (char*)(((uintptr_t)p + SLAB_HUGE - 1) & ~(uintptr_t)(SLAB_HUGE - 1));
+  if (a > p)
+    munmap(p, (size_t)(a - p));
+  munmap(a + SLAB_HUGE, (size_t)(p + SLAB_HUGE - a));
+#ifdef MADV_HUGEPAGE
+  madvise(a, SLAB_HUGE, MADV_HUGEPAGE); /* a hint: fine if refused */
+#endif
+  return (weft__uv_slab_t*)(void*)a;
+}
+
+static weft__uv_submit_t* rec_get(weft_uv_t* b) {
+  weft__uv_submit_t* s = b->submit_free;
+  weft__uv_slab_t* slab;
+  size_t n;
+  size_t i;
+
+  if (s != NULL) {
+    b->submit_free = rec_next(s);
+    return s;
   }
-  /* Else the bridge stopped first: submit_cancel reported it and dropped
-   * the loop's reference. */
-  weft__uv_op_release(op); /* the job's, which came with the post */
+  n = b->submit_slabs != NULL ? 2 * b->submit_slabs->n : SLAB_MIN;
+  if (sizeof(*slab) + n * sizeof(slab->rec[0]) < SLAB_HUGE) {
+    slab = malloc(sizeof(*slab) + n * sizeof(slab->rec[0]));
+    if (slab == NULL)
+      return NULL;
+    slab->mapped = 0;
+  } else {
+    slab = slab_map();
+    if (slab == NULL)
+      return NULL;
+    n = (SLAB_HUGE - sizeof(*slab)) / sizeof(slab->rec[0]);
+    slab->mapped = 1;
+  }
+  slab->n = n;
+  slab->next = b->submit_slabs;
+  b->submit_slabs = slab;
+  for (i = n - 1; i >= 1; i--) {
+    slab->rec[i].state = SUBMIT_FREE;
+    rec_set_next(&slab->rec[i], b->submit_free);
+    b->submit_free = &slab->rec[i];
+  }
+  return &slab->rec[0];
 }
 
-static const weft__uv_ops_t submit_ops = {submit_done, NULL};
-
-/* Bridge stopping with the job still running: report, keep the memory
- * (the job's half) until the job posts or gives up. */
-static void submit_cancel(weft__uv_resource_t* res) {
-  submit_t* s = (submit_t*)((char*)res - offsetof(submit_t, res));
-  s->called = 1;
-  s->after_cb(s->arg, UV_ECANCELED);
-  weft__uv_op_release(&s->op); /* the loop's reference */
+static void rec_put(weft_uv_t* b, weft__uv_submit_t* s) {
+  s->state = SUBMIT_FREE;
+  rec_set_next(s, b->submit_free);
+  b->submit_free = s;
 }
+
+/* ---- the worker side --------------------------------------------------------
+ */
 
 static void submit_job(void* arg) {
-  submit_t* s = arg;
+  weft__uv_submit_t* s = arg;
+  weft_uv_t* b = s->bridge;
+  weft__uv_outbox_t* box;
+  weft__task_t* head;
+  int id;
+
   s->fn(s->arg);
-  /* The job's reference travels with the post; a stopped bridge refuses
-   * it, and then the loop's reference is already gone too. */
-  if (!weft__uv_op_post(s->op.bridge, &s->op))
-    weft__uv_op_release(&s->op);
+  /* fn may have waited and resumed elsewhere: ask where we are now. Any
+   * outbox would be correct (pushes are CASes); our own is uncontended. */
+  id = weft_worker_id();
+  box = &b->outboxes[id >= 0 ? (unsigned)id % b->noutboxes : 0];
+  /* Release pairs with the loop's acquire exchange in
+   * weft__uv_submit_drain: it sees the record (and whatever fn wrote) once
+   * it sees the push. */
+  head = atomic_load_explicit(&box->head, memory_order_relaxed);
+  do {
+    s->job.task.next = head;
+  } while (!atomic_compare_exchange_weak_explicit(
+      &box->head, &head, &s->job.task, memory_order_release,
+      memory_order_relaxed));
+  /* The record is the loop's now: do not touch it again. */
+  if (head != NULL)
+    return; /* not drained since the push that found it empty: that push
+             * woke the loop (or the loop is closing), and its drain takes
+             * our record too (the exchange takes the whole stack) */
+  /* Announce ourselves before looking at the closed queue: bridge_close
+   * marks the queue closed, then waits until no poster is left before it
+   * closes the async handle. seq_cst pairs with its exchange and its load
+   * of `posters` (Dekker: one of us sees the other). */
+  atomic_fetch_add_explicit(&b->posters, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&b->head, memory_order_seq_cst) != WEFT__UV_CLOSED) {
+    /* libuv 1.44: uv_async_send reads its pending flag before writing; the
+     * fence orders our push before that read (see weft__uv_op_post). */
+    atomic_thread_fence(memory_order_seq_cst);
+    uv_async_send(&b->async);
+  }
+  atomic_fetch_sub_explicit(&b->posters, 1, memory_order_seq_cst);
+}
+
+/* ---- the loop side ----------------------------------------------------------
+ */
+
+/* Calls after_cb for each ready record. The ready list lives in the bridge,
+ * not on this stack: an after_cb that stops the bridge makes
+ * weft__uv_submit_close finish the rest with status 0 first. */
+static void ready_run(weft_uv_t* b) {
+  weft__uv_submit_t* s;
+  weft_uv_after_cb cb;
+  void* arg;
+
+  while ((s = b->submit_ready) != NULL) {
+    b->submit_ready = rec_next(s);
+    if (s->state != SUBMIT_OUTSTANDING)
+      continue; /* cancelled by a stop: reported, and never reused */
+    cb = s->after_cb;
+    arg = s->arg;
+    b->submit_outstanding--;
+    rec_put(b, s); /* a submit inside cb may reuse it at once */
+    cb(arg, 0);
+  }
+}
+
+/* Takes each outbox whole and runs it, newest first: one pass over records
+ * that other cores wrote (completion order is unspecified anyway, as with
+ * uv_queue_work's several threads). */
+void weft__uv_submit_drain(weft_uv_t* b) {
+  unsigned i;
+
+  ready_run(b); /* left by an after_cb that stopped the bridge */
+  for (i = 0; i < b->noutboxes; i++) {
+    if (atomic_load_explicit(&b->outboxes[i].head, memory_order_relaxed) ==
+        NULL)
+      continue;
+    /* Acquire pairs with the release CAS in submit_job. */
+    b->submit_ready = (weft__uv_submit_t*)(void*)atomic_exchange_explicit(
+        &b->outboxes[i].head, NULL, memory_order_acquire);
+    ready_run(b);
+  }
+}
+
+void weft__uv_submit_close(weft_uv_t* b) {
+  weft__uv_slab_t* slab;
+  size_t i;
+
+  weft__uv_submit_drain(b);
+  /* Every job still queued or running: report it cancelled now. Its
+   * record stays where it is (the job will push it to an outbox nobody
+   * drains); the slabs go with the bridge. */
+  for (slab = b->submit_slabs; slab != NULL && b->submit_outstanding > 0;
+       slab = slab->next) {
+    for (i = 0; i < slab->n; i++) {
+      weft__uv_submit_t* s = &slab->rec[i];
+      if (s->state != SUBMIT_OUTSTANDING)
+        continue;
+      s->state = SUBMIT_CANCELLED;
+      b->submit_outstanding--;
+      s->after_cb(s->arg, UV_ECANCELED);
+    }
+  }
+}
+
+void weft__uv_submit_free(weft_uv_t* b) {
+  while (b->submit_slabs != NULL) {
+    weft__uv_slab_t* next = b->submit_slabs->next;
+    if (b->submit_slabs->mapped)
+      munmap(b->submit_slabs, SLAB_HUGE);
+    else
+      free(b->submit_slabs);
+    b->submit_slabs = next;
+  }
+  free(b->outboxes);
+  b->outboxes = NULL;
+}
+
+static int outboxes_init(weft_uv_t* b) {
+  unsigned n;
+  unsigned i;
+  int err = weft__runtime_start(b->rt);
+
+  if (err != 0)
+    return err == -ENOMEM ? UV_ENOMEM : UV_ECANCELED;
+  n = b->rt->nworkers > 0 ? b->rt->nworkers : 1;
+  if (posix_memalign((void**)&b->outboxes, WEFT__CACHE_LINE,
+                     n * sizeof(b->outboxes[0])) != 0)
+    return UV_ENOMEM;
+  for (i = 0; i < n; i++)
+    atomic_init(&b->outboxes[i].head, NULL);
+  b->noutboxes = n;
+  return 0;
 }
 
 int weft_uv_submit(weft_uv_t* b, weft_job_cb fn, void* arg,
                    weft_uv_after_cb after_cb) {
-  submit_t* s;
+  weft__uv_submit_t* s;
+  uv_thread_t self;
   int err;
 
   if (b == NULL || fn == NULL || after_cb == NULL)
     return UV_EINVAL;
+  self = uv_thread_self();
+  if (!uv_thread_equal(&self, &b->loop_thread_id))
+    return UV_EPERM; /* the pool and the batch are the loop thread's */
   if (b->closing)
     return UV_ECANCELED;
-  s = (submit_t*)weft__uv_op_new(b, sizeof(*s), &submit_ops);
+  if (b->noutboxes == 0 && (err = outboxes_init(b)) != 0)
+    return err;
+  s = rec_get(b);
   if (s == NULL)
     return UV_ENOMEM;
   s->fn = fn;
   s->arg = arg;
   s->after_cb = after_cb;
-  s->res.close = submit_cancel;
+  s->bridge = b;
+  s->state = SUBMIT_OUTSTANDING;
   /* Submissions made in one loop iteration go out in one batch. */
   if (b->batch.rt == NULL)
     weft__batch_open(&b->batch, b->rt);
   err = weft__spawn_embedded(b->rt, &s->job, submit_job, s);
   if (err != 0) {
-    free(s);
+    rec_put(b, s);
     return err == -ENOMEM ? UV_ENOMEM : UV_ECANCELED;
   }
-  weft__uv_resource_add(b, &s->res);
+  b->submit_outstanding++;
   return 0;
 }

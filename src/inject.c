@@ -112,7 +112,10 @@ bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
   else
     b->first = t;
   b->last = t;
-  b->n++;
+  /* A long batch (a burst of submissions in one callback) goes out in
+   * parts, so the workers start on it while the loop is still adding. */
+  if (++b->n == WEFT__BATCH_MAX)
+    weft__batch_flush(b);
   return true;
 }
 

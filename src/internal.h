@@ -269,6 +269,10 @@ typedef struct weft__batch_s {
   size_t n;
 } weft__batch_t;
 
+/* Tasks a batch collects before it publishes them without waiting for
+ * weft__batch_close. */
+#define WEFT__BATCH_MAX 256
+
 void weft__batch_open(weft__batch_t* b, weft_runtime_t* rt);
 void weft__batch_flush(weft__batch_t* b);
 void weft__batch_close(weft__batch_t* b);

@@ -326,6 +326,120 @@ static void uv_embedded_submit(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* Stopping with submissions outstanding: each after_cb runs exactly once,
+ * the finished ones with 0, the rest with UV_ECANCELED at the stop (which an
+ * after_cb makes here, inside the bridge's own drain); every job still runs
+ * once, and nothing leaks (ASan, Valgrind). */
+typedef struct {
+  weft_uv_t* b;
+  uv_timer_t keepalive;
+  weft_counter_t gate; /* the slow half waits on it */
+  int n;
+  int fast;
+  atomic_int ran;
+  int ok;
+  int cancelled;
+  int resubmits; /* the chain test: after_cb submits again */
+} held_t;
+
+static void held_job(void* arg) {
+  held_t* h = arg;
+  /* The first `fast` jobs to start return at once, the rest wait. */
+  if (atomic_fetch_add(&h->ran, 1) >= h->fast)
+    CHECK(weft_counter_wait(&h->gate, 0) == 0);
+}
+
+static void held_after(void* arg, int status) {
+  held_t* h = arg;
+  if (status == 0)
+    h->ok++;
+  else if (status == UV_ECANCELED)
+    h->cancelled++;
+  else
+    CHECK(0);
+  if (status == 0 && h->ok == h->fast) {
+    CHECK(weft_uv_stop(h->b) == 0);
+    /* Stop reported the rest before returning. */
+    CHECK(h->ok + h->cancelled == h->n);
+    CHECK(weft_uv_submit(h->b, held_job, h, held_after) == UV_ECANCELED);
+    weft_counter_add(&h->gate, -1); /* let the slow half finish */
+    uv_close((uv_handle_t*)&h->keepalive, NULL);
+  }
+}
+
+static void uv_submit_stop_outstanding(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  uv_loop_t loop;
+  held_t h;
+  int i;
+  (void)state;
+
+  memset(&h, 0, sizeof(h));
+  h.n = test_size(2000);
+  h.fast = h.n / 2;
+  weft_counter_init(&h.gate, 1);
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(weft_uv_attach(rt, &loop, &h.b), 0);
+  for (i = 0; i < h.n; i++)
+    assert_int_equal(weft_uv_submit(h.b, held_job, &h, held_after), 0);
+  uv_timer_init(&loop, &h.keepalive);
+  uv_timer_start(&h.keepalive, keepalive_cb, 1000, 1000);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(h.ok, h.fast);
+  assert_int_equal(h.cancelled, h.n - h.fast);
+  /* Destroy waits for the released jobs; their records go with it. */
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  assert_int_equal(atomic_load(&h.ran), h.n);
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* An after_cb that submits again reuses the finished record at once; a
+ * long chain must neither lose a link nor grow memory. */
+static void chain_job(void* arg) {
+  held_t* h = arg;
+  atomic_fetch_add(&h->ran, 1);
+}
+
+static void chain_after(void* arg, int status) {
+  held_t* h = arg;
+  CHECK(status == 0);
+  h->ok++;
+  if (h->resubmits < h->n) {
+    h->resubmits++;
+    CHECK(weft_uv_submit(h->b, chain_job, h, chain_after) == 0);
+    return;
+  }
+  if (h->ok == h->n + h->fast) {
+    CHECK(weft_uv_stop(h->b) == 0);
+    uv_close((uv_handle_t*)&h->keepalive, NULL);
+  }
+}
+
+static void uv_submit_chain(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  uv_loop_t loop;
+  held_t h;
+  int i;
+  (void)state;
+
+  memset(&h, 0, sizeof(h));
+  h.n = test_size(20000); /* resubmissions */
+  h.fast = 8;             /* chains running side by side */
+  assert_int_equal(uv_loop_init(&loop), 0);
+  assert_int_equal(weft_uv_attach(rt, &loop, &h.b), 0);
+  for (i = 0; i < h.fast; i++)
+    assert_int_equal(weft_uv_submit(h.b, chain_job, &h, chain_after), 0);
+  uv_timer_init(&loop, &h.keepalive);
+  uv_timer_start(&h.keepalive, keepalive_cb, 1000, 1000);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(h.ok, h.n + h.fast);
+  assert_int_equal(atomic_load(&h.ran), h.n + h.fast);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- bad arguments and contexts
  * ----------------------------------------------- */
 
@@ -357,6 +471,8 @@ static void uv_bad_args(void** state) {
   assert_int_equal(weft_uv_start(rt, &b), 0);
   assert_int_equal(weft_uv_start(rt, &b), UV_EINVAL); /* one per runtime */
   assert_int_equal(weft_uv_submit(b, NULL, NULL, NULL), UV_EINVAL);
+  /* Not the loop thread (owned mode: it is the bridge's own). */
+  assert_int_equal(weft_uv_submit(b, chain_job, NULL, chain_after), UV_EPERM);
   assert_int_equal(weft_uv_stop(b), 0);
   assert_int_equal(weft_uv_stop(b), 0); /* idempotent */
   assert_int_equal(weft_runtime_destroy(rt), 0);
@@ -371,6 +487,8 @@ int main(void) {
       cmocka_unit_test(uv_destroy_stops_bridge),
       cmocka_unit_test(uv_escape_hatch),
       cmocka_unit_test(uv_embedded_submit),
+      cmocka_unit_test(uv_submit_stop_outstanding),
+      cmocka_unit_test(uv_submit_chain),
       cmocka_unit_test(uv_bad_args),
   };
   return cmocka_run_group_tests_name("uv_core", tests, NULL, NULL);
