@@ -429,6 +429,108 @@ static void tcp_backpressure(void** state) {
   run_job(2, backpressure_job, NULL);
 }
 
+/* ---- many fibers writing to one stream -------------------------------------
+ */
+
+/* Writes go to the descriptor from the fiber while nothing else is queued,
+ * and through the loop once the kernel's buffer is full; with several
+ * writers on one stream, each write's bytes must still arrive whole, and a
+ * writer's messages in order. Small socket buffers force the hand-over. */
+#define CW_WRITERS 8
+#define CW_MAX (64 * 1024)
+
+typedef struct {
+  weft_uv_stream_t* s;
+  int id;
+  int msgs;
+} cw_writer_t;
+
+static void cw_fill(char* p, uint32_t id, uint32_t seq, uint32_t len) {
+  uint32_t i;
+  memcpy(p, &id, 4);
+  memcpy(p + 4, &seq, 4);
+  memcpy(p + 8, &len, 4);
+  for (i = 12; i < len; i++)
+    p[i] = (char)(id * 31 + seq * 7 + i);
+}
+
+static void cw_write(void* arg) {
+  cw_writer_t* w = arg;
+  char* buf = malloc(CW_MAX);
+  uint64_t x = (uint64_t)w->id + 1;
+  int i;
+
+  for (i = 0; i < w->msgs; i++) {
+    /* Mostly small, now and then large enough to fill the buffer. */
+    uint32_t len =
+        (uint32_t)(12 + xorshift(&x) % (i % 8 == 0 ? CW_MAX - 12 : 500));
+    cw_fill(buf, (uint32_t)w->id, (uint32_t)i, len);
+    CHECK(weft_uv_stream_write(w->s, buf, len, in_ms(60000)) == (int64_t)len);
+  }
+  free(buf);
+}
+
+static void writers_job(void* arg) {
+  weft_uv_stream_t* l;
+  weft_uv_stream_t* c;
+  weft_uv_stream_t* s;
+  struct sockaddr_storage addr;
+  cw_writer_t w[CW_WRITERS];
+  weft_counter_t done;
+  uint32_t next[CW_WRITERS] = {0};
+  char* got = malloc(CW_MAX);
+  char* want = malloc(CW_MAX);
+  int msgs = (int)test_size(300);
+  long total = 0;
+  int i;
+  (void)arg;
+
+  CHECK(listen_local(AF_INET, &l, &addr) == 0);
+  tcp_pair(l, &addr, &c, &s);
+  small_buffers(c);
+  small_buffers(s);
+  weft_counter_init(&done, 0);
+  for (i = 0; i < CW_WRITERS; i++) {
+    w[i].s = c;
+    w[i].id = i;
+    w[i].msgs = msgs;
+    CHECK(weft_spawn(NULL, cw_write, &w[i], &done) == 0);
+  }
+  while (total < (long)CW_WRITERS * msgs) {
+    uint32_t id;
+    uint32_t seq;
+    uint32_t len;
+    if (read_full(s, got, 12) != 12)
+      break;
+    memcpy(&id, got, 4);
+    memcpy(&seq, got + 4, 4);
+    memcpy(&len, got + 8, 4);
+    CHECK(id < CW_WRITERS && len >= 12 && len <= CW_MAX);
+    if (id >= CW_WRITERS || len < 12 || len > CW_MAX)
+      break;
+    CHECK(seq == next[id]);
+    next[id] = seq + 1;
+    CHECK(read_full(s, got + 12, len - 12) == (int64_t)(len - 12));
+    cw_fill(want, id, seq, len);
+    CHECK(memcmp(got, want, len) == 0);
+    /* Now and then a pause: the buffers fill and writers queue up. */
+    if (++total % 128 == 0)
+      weft_uv_sleep(2, WEFT_UV_FOREVER);
+  }
+  CHECK(total == (long)CW_WRITERS * msgs);
+  weft_counter_wait(&done, 0);
+  CHECK(weft_uv_stream_close(c) == 0);
+  CHECK(weft_uv_stream_close(s) == 0);
+  CHECK(weft_uv_stream_close(l) == 0);
+  free(got);
+  free(want);
+}
+
+static void tcp_concurrent_writers(void** state) {
+  (void)state;
+  run_job(4, writers_job, NULL);
+}
+
 /* ---- deadlines and cancellation at each wait -------------------------------
  */
 
@@ -980,6 +1082,7 @@ int main(void) {
       cmocka_unit_test(tcp_connection_errors),
       cmocka_unit_test(tcp_echo_many),
       cmocka_unit_test(tcp_backpressure),
+      cmocka_unit_test(tcp_concurrent_writers),
       cmocka_unit_test(tcp_deadlines_and_cancel),
       cmocka_unit_test(tcp_close_wakes_waiters),
       cmocka_unit_test(uv_stop_cancels_reads),
