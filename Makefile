@@ -7,9 +7,9 @@ BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 CTEST_ARGS ?=
 PACKAGES   := build-essential cmake pkg-config libhwloc-dev libcmocka-dev libuv1-dev \
-              valgrind
+              valgrind gnuplot-nox
 
-.PHONY: all deps configure build demo test bench clean \
+.PHONY: all deps configure build demo test bench bench-report clean \
         asan tsan test-asan test-tsan test-valgrind format
 
 all: build
@@ -47,9 +47,17 @@ demo: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
+# `bench` also keeps its results as $(BUILD)/bench.csv (name,impl,value,unit).
 bench: build
-	@for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && "$$b"; done
-	@bash bench/bench_io.sh $(BUILD)
+	@{ for b in $(BUILD)/bench/bench_*; do [ -x "$$b" ] && "$$b"; done; \
+	  bash bench/bench_io.sh $(BUILD); } | tee $(BUILD)/bench.out
+	@bash bench/report.sh --csv <$(BUILD)/bench.out >$(BUILD)/bench.csv
+	@echo "bench: results in $(BUILD)/bench.csv"
+
+# Runs the suite and ../shared/peers interleaved (ROUNDS=3) and writes
+# docs/performance.md, docs/performance.csv and docs/perf_*.svg.
+bench-report: build
+	bash bench/report.sh $(BUILD)
 
 # Sanitizer builds: their own build trees, the same tests.
 build-asan/CMakeCache.txt: | deps

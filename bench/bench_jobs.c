@@ -1,14 +1,31 @@
 /* bench_jobs.c: the core's job-system benchmarks, the peers' workloads
- * (../shared/peers/README.md) measured the same way, one BENCH line each:
+ * (../shared/peers/README.md) and the rest of issue 4's items 1-4 measured
+ * the same way, one BENCH line each:
+ *   roundtrip_1w  one worker; a plain thread spawns one empty job and waits
+ *                 for it, repeated; median round trip (ns)
  *   spawn_empty   1M empty jobs from one spawning job, then wait (jobs/s)
  *   spawn_batch   the same through weft_spawn_batch (jobs/s)
+ *   spawn_parallel_<n>w  a runtime of n workers (n = 1..THREADS); worker i
+ *                 runs a pinned job that spawns its 1M/n share of empty jobs
+ *                 on a counter of its own and waits for them (jobs/s)
+ *   dispatch_p50_<size>, dispatch_p99_<size>  a plain thread stamps the
+ *                 time and submits a batch of 100, 10k or 1M empty jobs
+ *                 with weft_spawn_batch; each job records when it starts;
+ *                 percentiles over all jobs of back-to-back batches (us)
+ *   steal_fib_<n>  one root job spawns n = 1k, 10k, 100k jobs; every 10th
+ *                 is heavy (1000 LCG steps, the peers' unit), the rest light
+ *                 (10 steps), then waits; timed inside the root (jobs/s)
  *   fib30         fib(30) with a job per call, no cut-off (ms)
  *   imbalanced    parallel-for over 1M elements, element i costs i % 1000
  *                 LCG steps (elems/s)
  *   imbalanced_tri  element i costs i * 2000 / 1M steps (elems/s)
  *   cold_wake_p50/p99  submit from an outside thread to a pool idle for
  *                 2 ms until the job starts; the submitter blocks (us)
- * THREADS (workers, default 2) as the peers; BENCH_ONLY=name runs one.
+ * Rates are the best of several runs, as the peers report them; latencies
+ * are medians or percentiles. THREADS (workers, default 2) as the peers;
+ * BENCH_ONLY=names runs the workloads it names (a group name such as
+ * "dispatch" or "steal_fib" selects all its sizes); BENCH_STATS=1 prints the
+ * runtime's counters after each workload.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -39,10 +56,15 @@ static void bench_line(const char* name, double v, const char* unit) {
 
 /* BENCH_STATS=1: the runtime's counters on stderr after each workload. */
 static void print_stats(weft_runtime_t* rt, const char* what) {
+  static weft_runtime_t* last_rt;
   static weft_stats_t last;
   weft_stats_t s;
   if (env_long("BENCH_STATS", 0) == 0)
     return;
+  if (rt != last_rt) {
+    memset(&last, 0, sizeof(last));
+    last_rt = rt;
+  }
   weft_stats(rt, &s);
   fprintf(stderr,
           "stats %s: jobs %llu steals %llu failed %llu parks %llu "
@@ -59,6 +81,51 @@ static void print_stats(weft_runtime_t* rt, const char* what) {
 static int wanted(const char* name) {
   const char* only = getenv("BENCH_ONLY");
   return only == NULL || *only == '\0' || strstr(only, name) != NULL;
+}
+
+/* wanted_sized: one size of a group (dispatch_p50_10k in "dispatch"): run
+ * when BENCH_ONLY names it, or names the group as a whole word. */
+static int wanted_sized(const char* group, const char* name) {
+  const char* only = getenv("BENCH_ONLY");
+  const char* p;
+  size_t len = strlen(group);
+  if (wanted(name))
+    return 1;
+  for (p = only; (p = strstr(p, group)) != NULL; p += len)
+    if (p[len] != '_' && (p[len] < 'a' || p[len] > 'z'))
+      return 1;
+  return 0;
+}
+
+static weft_runtime_t* make_runtime(unsigned workers) {
+  weft_config_t cfg;
+  weft_runtime_t* rt;
+  weft_config_init(&cfg);
+  cfg.workers = workers;
+  cfg.pin = (int)env_long("WEFT_PIN", 1);
+  if (weft_runtime_create(&rt, &cfg) != 0) {
+    fprintf(stderr, "bench_jobs: cannot create a runtime of %u workers\n",
+            workers);
+    exit(1);
+  }
+  return rt;
+}
+
+static void check(int err, const char* what) {
+  if (err != 0) {
+    fprintf(stderr, "bench_jobs: %s: %s\n", what, weft_strerror(err));
+    exit(1);
+  }
+}
+
+static int cmp_double(const void* a, const void* b) {
+  double x = *(const double*)a;
+  double y = *(const double*)b;
+  return (x > y) - (x < y);
+}
+
+static void nop_job(void* arg) {
+  (void)arg;
 }
 
 /* ---- spawn_empty / spawn_batch --------------------------------------------
@@ -227,12 +294,6 @@ static void wake_job(void* arg) {
   pthread_mutex_unlock(&w->m);
 }
 
-static int cmp_double(const void* a, const void* b) {
-  double x = *(const double*)a;
-  double y = *(const double*)b;
-  return (x > y) - (x < y);
-}
-
 static void bench_cold_wake(weft_runtime_t* rt) {
   enum { ROUNDS = 300 };
   static double lat[ROUNDS];
@@ -257,16 +318,202 @@ static void bench_cold_wake(weft_runtime_t* rt) {
   bench_line("cold_wake_p99", lat[ROUNDS * 99 / 100], "us");
 }
 
-int main(void) {
-  weft_config_t cfg;
-  weft_runtime_t* rt;
+/* ---- roundtrip_1w -----------------------------------------------------------
+ */
 
-  weft_config_init(&cfg);
-  cfg.workers = (unsigned)env_long("THREADS", 2);
-  cfg.pin = (int)env_long("WEFT_PIN", 1);
-  if (weft_runtime_create(&rt, &cfg) != 0)
-    return 1;
+static void bench_roundtrip(void) {
+  enum { TRIPS = 10000, WARM = 500 };
+  static double t[TRIPS];
+  weft_runtime_t* rt = make_runtime(1);
+  int i;
+  for (i = 0; i < WARM; i++)
+    run_job_sync(rt, nop_job, NULL);
+  for (i = 0; i < TRIPS; i++) {
+    uint64_t t0 = now_ns();
+    run_job_sync(rt, nop_job, NULL);
+    t[i] = (double)(now_ns() - t0);
+  }
+  qsort(t, TRIPS, sizeof(t[0]), cmp_double);
+  bench_line("roundtrip_1w", t[TRIPS / 2], "ns");
+  print_stats(rt, "roundtrip_1w");
+  weft_runtime_destroy(rt);
+}
+
+/* ---- spawn_parallel_<n>w ----------------------------------------------------
+ */
+
+static void share_spawner(void* arg) {
+  long n = (long)(intptr_t)arg;
+  weft_counter_t c;
+  long i;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < n; i++)
+    check(weft_spawn(NULL, nop_job, NULL, &c), "weft_spawn");
+  weft_counter_wait(&c, 0);
+}
+
+/* The counter wait returning is the check that every job ran. The first of
+ * the runs (untimed) starts the workers. */
+static double spawn_parallel_once(weft_runtime_t* rt, unsigned n) {
+  weft_counter_t c;
+  weft_spawn_opts_t opts = {WEFT_PRIORITY_NORMAL, 0};
+  uint64_t t0;
+  unsigned i;
+  weft_counter_init(&c, 0);
+  t0 = now_ns();
+  for (i = 0; i < n; i++) {
+    long share = SPAWN_N / (long)n + ((long)i < SPAWN_N % (long)n);
+    opts.worker = (int)i;
+    check(weft_spawn_ex(rt, share_spawner, (void*)(intptr_t)share, &c, &opts),
+          "weft_spawn_ex");
+  }
+  weft_counter_wait(&c, 0);
+  return (double)(now_ns() - t0) / 1e9;
+}
+
+static void bench_spawn_parallel(unsigned max_workers) {
+  char name[64];
+  unsigned n;
+  for (n = 1; n <= max_workers; n++) {
+    weft_runtime_t* rt;
+    double best = 1e18;
+    int rep;
+    snprintf(name, sizeof(name), "spawn_parallel_%uw", n);
+    if (!wanted_sized("spawn_parallel", name))
+      continue;
+    rt = make_runtime(n);
+    for (rep = 0; rep < 4; rep++) {
+      double s = spawn_parallel_once(rt, n);
+      if (rep > 0 && s < best)
+        best = s;
+    }
+    bench_line(name, SPAWN_N / best, "jobs/s");
+    print_stats(rt, name);
+    weft_runtime_destroy(rt);
+  }
+}
+
+/* ---- dispatch_p50/p99_<size> ------------------------------------------------
+ */
+
+static uint64_t disp_t0;
+static uint64_t* disp_start;
+
+/* disp_t0 is written before weft_spawn_batch publishes the jobs, whose
+ * release-acquire hand-off makes it visible here. */
+static void disp_job(void* arg) {
+  disp_start[(uintptr_t)arg] = now_ns() - disp_t0;
+}
+
+static void bench_dispatch(weft_runtime_t* rt, size_t n, int reps,
+                           const char* size) {
+  char p50[64];
+  char p99[64];
+  weft_job_t* jobs;
+  double* lat;
+  size_t i;
+  size_t m = 0;
+  int rep;
+
+  snprintf(p50, sizeof(p50), "dispatch_p50_%s", size);
+  snprintf(p99, sizeof(p99), "dispatch_p99_%s", size);
+  if (!wanted_sized("dispatch", p50) && !wanted_sized("dispatch", p99))
+    return;
+  jobs = malloc(n * sizeof(*jobs));
+  disp_start = malloc(n * sizeof(*disp_start));
+  lat = malloc(n * (size_t)reps * sizeof(*lat));
+  if (jobs == NULL || disp_start == NULL || lat == NULL) {
+    fprintf(stderr, "bench_jobs: out of memory\n");
+    exit(1);
+  }
+  for (i = 0; i < n; i++) {
+    jobs[i].fn = disp_job;
+    jobs[i].arg = (void*)(uintptr_t)i;
+  }
+  for (rep = 0; rep < reps; rep++) {
+    weft_counter_t c;
+    weft_counter_init(&c, 0);
+    disp_t0 = now_ns();
+    check(weft_spawn_batch(rt, jobs, n, &c), "weft_spawn_batch");
+    weft_counter_wait(&c, 0);
+    for (i = 0; i < n; i++)
+      lat[m++] = (double)disp_start[i] / 1e3;
+  }
+  qsort(lat, m, sizeof(lat[0]), cmp_double);
+  bench_line(p50, lat[m / 2], "us");
+  bench_line(p99, lat[m * 99 / 100], "us");
+  print_stats(rt, p50);
+  free(lat);
+  free(disp_start);
+  free(jobs);
+}
+
+/* ---- steal_fib_<n> ----------------------------------------------------------
+ */
+
+#define STEAL_MAX 100000
+#define STEAL_HEAVY 1000
+#define STEAL_LIGHT 10
+
+static uint64_t* steal_out;
+
+static void steal_job(void* arg) {
+  uintptr_t i = (uintptr_t)arg;
+  steal_out[i] = lcg(i, i % 10 == 0 ? STEAL_HEAVY : STEAL_LIGHT);
+}
+
+typedef struct {
+  long n;
+  double seconds;
+} steal_arg_t;
+
+static void steal_root(void* arg) {
+  steal_arg_t* a = arg;
+  weft_counter_t c;
+  uint64_t t0;
+  long i;
+  weft_counter_init(&c, 0);
+  t0 = now_ns();
+  for (i = 0; i < a->n; i++)
+    check(weft_spawn(NULL, steal_job, (void*)(uintptr_t)i, &c), "weft_spawn");
+  weft_counter_wait(&c, 0);
+  a->seconds = (double)(now_ns() - t0) / 1e9;
+}
+
+static void bench_steal(weft_runtime_t* rt, long n, const char* name) {
+  double best = 1e18;
+  int reps = n >= 40000 ? 5 : (int)(200000 / n);
+  int rep;
+  long i;
+  if (!wanted_sized("steal_fib", name))
+    return;
+  for (rep = 0; rep < reps; rep++) {
+    steal_arg_t a = {n, 0};
+    memset(steal_out, 0, (size_t)n * sizeof(*steal_out));
+    run_job_sync(rt, steal_root, &a);
+    for (i = 0; i < n; i++)
+      if (steal_out[i] == 0) {
+        fprintf(stderr, "%s: job %ld did not run\n", name, i);
+        exit(1);
+      }
+    if (a.seconds < best)
+      best = a.seconds;
+  }
+  bench_line(name, (double)n / best, "jobs/s");
+  print_stats(rt, name);
+}
+
+int main(void) {
+  weft_runtime_t* rt;
+  unsigned threads = (unsigned)env_long("THREADS", 2);
+
+  if (wanted("roundtrip_1w"))
+    bench_roundtrip();
+  rt = make_runtime(threads);
   imb_out = calloc(IMB_N, sizeof(*imb_out));
+  steal_out = calloc(STEAL_MAX, sizeof(*steal_out));
+  if (imb_out == NULL || steal_out == NULL)
+    return 1;
   if (wanted("spawn_empty")) {
     bench_spawn(rt, 0);
     print_stats(rt, "spawn_empty");
@@ -275,6 +522,12 @@ int main(void) {
     bench_spawn(rt, 1);
     print_stats(rt, "spawn_batch");
   }
+  bench_dispatch(rt, 100, 200, "100");
+  bench_dispatch(rt, 10000, 20, "10k");
+  bench_dispatch(rt, 1000000, 2, "1M");
+  bench_steal(rt, 1000, "steal_fib_1k");
+  bench_steal(rt, 10000, "steal_fib_10k");
+  bench_steal(rt, 100000, "steal_fib_100k");
   if (wanted("fib30")) {
     bench_fib(rt);
     print_stats(rt, "fib30");
@@ -292,6 +545,8 @@ int main(void) {
     print_stats(rt, "cold_wake");
   }
   weft_runtime_destroy(rt);
+  bench_spawn_parallel(threads);
+  free(steal_out);
   free(imb_out);
   return 0;
 }
