@@ -82,6 +82,14 @@ int main(void) {
     return 1;
   printf("BENCH name=offload_small impl=weft value=%.3f unit=items/s\n",
          (double)total / s);
+  if (env_long("BENCH_STATS", 0) != 0) {
+    weft_stats_t st;
+    weft_stats(rt, &st);
+    fprintf(stderr, "stats: jobs %llu steals %llu parks %llu switches %llu\n",
+            (unsigned long long)st.jobs_run, (unsigned long long)st.steals,
+            (unsigned long long)st.parks,
+            (unsigned long long)st.fiber_switches);
+  }
   uv_loop_close(&loop);
   weft_runtime_destroy(rt);
   free(items);
