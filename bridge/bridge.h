@@ -92,6 +92,10 @@ struct weft_uv_s {
    * (and reverses into FIFO order). WEFT__UV_CLOSED once stopped. */
   WEFT__ALIGNED _Atomic(weft__uv_op_t*) head;
   atomic_int posters; /* threads between checking head and async_send */
+  /* 1 from the loop's prepare phase until its check phase: it may be
+   * blocked in poll, and a post must wake it (weft__uv_wake); 0 while it
+   * runs callbacks and will drain the queues in its next prepare. */
+  atomic_int polling;
   WEFT__ALIGNED weft__uv_op_t* pending; /* loop thread only */
   weft__uv_heap_t heap;
   weft__uv_resource_t* resources; /* loop thread only */
@@ -124,6 +128,9 @@ void* weft__uv_op_new(weft_uv_t* b, size_t size, const weft__uv_ops_t* ops);
 /* Posts op to the loop thread; false if the bridge is stopped (the op was
  * not posted). Any thread. */
 bool weft__uv_op_post(weft_uv_t* b, weft__uv_op_t* op);
+/* Wakes the loop thread if it may be blocked in poll, after a push that
+ * found its queue empty (any thread, counted in `posters`). */
+void weft__uv_wake(weft_uv_t* b);
 /* Posts op, suspends until its result, drops the fiber's reference and
  * returns the result. Fiber side. */
 int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline);
@@ -150,6 +157,8 @@ void weft__uv_submit_drain(weft_uv_t* b);
 /* Bridge stopping: finished submissions get status 0, the rest
  * UV_ECANCELED (loop thread). */
 void weft__uv_submit_close(weft_uv_t* b);
+/* Whether any outbox holds a record (seq_cst loads: see on_prepare). */
+bool weft__uv_submit_posted(weft_uv_t* b);
 /* Frees the records (every worker is gone). */
 void weft__uv_submit_free(weft_uv_t* b);
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "bridge.h"
+#include "sanitizer.h"
 
 uint64_t weft_uv_deadline_in(uint64_t ms) {
   return uv_hrtime() + ms * 1000000u;
@@ -202,19 +203,36 @@ bool weft__uv_op_post(weft_uv_t* b, weft__uv_op_t* op) {
      * fields. */
   } while (!atomic_compare_exchange_weak_explicit(
       &b->head, &head, op, memory_order_release, memory_order_relaxed));
-  /* Only the poster that found the queue empty wakes the loop: a non-empty
-   * queue has not been drained yet (a drain empties it in one exchange, and
-   * our CAS would then have failed), so the wake-up its first poster sent
-   * is still to be handled, and that drain takes our op too.
-   * libuv 1.44: uv_async_send reads its pending flag before writing; the
-   * fence orders our push before that read, so a concurrent drain either
-   * sees the op or lets this send through. */
-  if (head == NULL) {
-    atomic_thread_fence(memory_order_seq_cst);
-    uv_async_send(&b->async);
-  }
+  /* Only the poster that found the queue empty may need to wake the loop:
+   * a non-empty queue has not been drained yet (a drain empties it in one
+   * exchange, and our CAS would then have failed), so whatever its first
+   * poster arranged takes our op too. */
+  if (head == NULL)
+    weft__uv_wake(b);
   atomic_fetch_sub_explicit(&b->posters, 1, memory_order_seq_cst);
   return true;
+}
+
+void weft__uv_wake(weft_uv_t* b) {
+  int polling;
+
+  /* seq_cst fence, then `polling`: the Dekker pair of on_prepare's store
+   * of `polling` and its loads of the queues. Either we see the loop about
+   * to block and wake it, or it sees our push and does not block. A loop
+   * that is awake drains the queues in its next prepare phase, so no
+   * system call is needed then. The fence also serves libuv 1.44's
+   * uv_async_send, which reads its pending flag before writing: a
+   * concurrent drain either sees our push or lets the send through.
+   * TSan does not model fences (gcc refuses them there): a seq_cst RMW on
+   * `polling` stands in, which x86 orders the same way. */
+#if WEFT__TSAN
+  polling = atomic_fetch_add_explicit(&b->polling, 0, memory_order_seq_cst);
+#else
+  atomic_thread_fence(memory_order_seq_cst);
+  polling = atomic_load_explicit(&b->polling, memory_order_relaxed);
+#endif
+  if (polling)
+    uv_async_send(&b->async);
 }
 
 int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline) {
@@ -280,9 +298,11 @@ static weft__uv_op_t* drain(weft_uv_t* b, weft__uv_op_t* replace) {
    * exchange: with the later load of `posters` it forms the Dekker pair
    * with a poster's increment of `posters` and its load of head
    * (weft__uv_op_post, submit_job): one of the two sees the other. */
-  list = atomic_exchange_explicit(&b->head, replace, memory_order_seq_cst);
-  if (list == WEFT__UV_CLOSED)
+  /* Only this thread writes WEFT__UV_CLOSED: a relaxed look is exact, and
+   * a closed queue must stay closed. */
+  if (atomic_load_explicit(&b->head, memory_order_relaxed) == WEFT__UV_CLOSED)
     return NULL;
+  list = atomic_exchange_explicit(&b->head, replace, memory_order_seq_cst);
   while (list != NULL) {
     weft__uv_op_t* next = list->next;
     list->next = fifo;
@@ -292,8 +312,8 @@ static weft__uv_op_t* drain(weft_uv_t* b, weft__uv_op_t* replace) {
   return fifo;
 }
 
-static void on_async(uv_async_t* handle) {
-  weft_uv_t* b = handle->data;
+/* Starts every posted op and reports every finished submission. */
+static void run_posted(weft_uv_t* b) {
   weft__uv_op_t* op = drain(b, NULL);
 
   while (op != NULL) {
@@ -301,8 +321,13 @@ static void on_async(uv_async_t* handle) {
     op_start(b, op);
     op = next;
   }
-  timer_arm(b);
+  if (!b->closing)
+    timer_arm(b);
   weft__uv_submit_drain(b);
+}
+
+static void on_async(uv_async_t* handle) {
+  run_posted(handle->data);
 }
 
 static void on_timer(uv_timer_t* handle) {
@@ -325,11 +350,31 @@ static void batch_flush(weft_uv_t* b) {
 }
 
 static void on_check(uv_check_t* handle) {
-  batch_flush(handle->data);
+  weft_uv_t* b = handle->data;
+  /* Awake again: posters leave their ops for the next prepare phase.
+   * Relaxed: a poster that still reads 1 only sends a needless wake-up;
+   * the store of 1 in on_prepare is the one that must not be missed. */
+  atomic_store_explicit(&b->polling, 0, memory_order_relaxed);
+  batch_flush(b);
 }
 
+/* Before the loop may block in poll: take what was posted while it was
+ * awake (posters did not wake it), publish the ready fibers, then declare
+ * that posters must wake it from now on. */
 static void on_prepare(uv_prepare_t* handle) {
-  batch_flush(handle->data);
+  weft_uv_t* b = handle->data;
+
+  run_posted(b);
+  batch_flush(b);
+  if (b->closing)
+    return; /* an after_cb stopped the bridge */
+  /* seq_cst store, then seq_cst loads of the queues: the Dekker pair of
+   * weft__uv_wake. An op pushed before our store became visible makes us
+   * wake ourselves instead of blocking on it. */
+  atomic_store_explicit(&b->polling, 1, memory_order_seq_cst);
+  if (atomic_load_explicit(&b->head, memory_order_seq_cst) != NULL ||
+      weft__uv_submit_posted(b))
+    uv_async_send(&b->async);
 }
 
 /* ---- cancellation
@@ -538,6 +583,7 @@ static int bridge_new(weft_runtime_t* rt, weft_uv_t** out) {
   b->rt = rt;
   atomic_init(&b->head, NULL);
   atomic_init(&b->posters, 0);
+  atomic_init(&b->polling, 1); /* wake the loop until it shows it is up */
   atomic_init(&b->stopped, 0);
   *out = b;
   return 0;

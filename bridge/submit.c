@@ -7,14 +7,14 @@
  * When the job returns, it pushes the record onto its worker's own outbox, a
  * Treiber stack no other worker writes, so completions from different
  * workers never contend for a cache line; only a push that finds its outbox
- * empty wakes the loop. The loop drains every outbox and calls after_cb.
+ * empty may wake the loop, and only if the loop may be blocked in poll. The
+ * loop drains every outbox and calls after_cb.
  *
  * Records live in slabs freed only with the bridge: a job that finishes
  * after the bridge stopped may still push its record, and nothing has to
  * know when it does.
  */
 #include <stdlib.h>
-#include <sys/mman.h>
 
 #include "bridge.h"
 
@@ -37,14 +37,15 @@ struct weft__uv_submit_s {
 struct weft__uv_slab_s {
   weft__uv_slab_t* next;
   size_t n;
-  int mapped; /* a huge slab from slab_map, else malloc'd */
   weft__uv_submit_t rec[];
 };
 
-/* Slabs double from SLAB_MIN records up to one 2 MiB huge page: a burst of a
- * million submissions then costs a few dozen page faults, not 20,000. */
+/* Slabs double from SLAB_MIN records up to SLAB_MAX (1.4 MiB), so a burst
+ * of a million submissions makes a few dozen of them. (Transparent huge
+ * pages were tried: on this VM a fresh huge page is now and then cleared
+ * so slowly that a whole burst ran 3x slower.) */
 #define SLAB_MIN 64
-#define SLAB_HUGE ((size_t)2 << 20)
+#define SLAB_MAX 16384
 
 static weft__uv_submit_t* rec_next(weft__uv_submit_t* s) {
   return (weft__uv_submit_t*)s->job.task.next;
@@ -58,24 +59,6 @@ static void rec_set_next(weft__uv_submit_t* s, weft__uv_submit_t* next) {
 /* ---- the pool (loop thread) ------------------------------------------------
  */
 
-/* One 2 MiB slab, aligned so transparent huge pages can back it. */
-static weft__uv_slab_t* slab_map(void) {
-  char* p = mmap(NULL, 2 * SLAB_HUGE, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  char* a;
-
-  if (p == MAP_FAILED)
-    return NULL;
-  a = (char*)(((uintptr_t)p + SLAB_HUGE - 1) & ~(uintptr_t)(SLAB_HUGE - 1));
-  if (a > p)
-    munmap(p, (size_t)(a - p));
-  munmap(a + SLAB_HUGE, (size_t)(p + SLAB_HUGE - a));
-#ifdef MADV_HUGEPAGE
-  madvise(a, SLAB_HUGE, MADV_HUGEPAGE); /* a hint: fine if refused */
-#endif
-  return (weft__uv_slab_t*)(void*)a;
-}
-
 static weft__uv_submit_t* rec_get(weft_uv_t* b) {
   weft__uv_submit_t* s = b->submit_free;
   weft__uv_slab_t* slab;
@@ -87,18 +70,11 @@ static weft__uv_submit_t* rec_get(weft_uv_t* b) {
     return s;
   }
   n = b->submit_slabs != NULL ? 2 * b->submit_slabs->n : SLAB_MIN;
-  if (sizeof(*slab) + n * sizeof(slab->rec[0]) < SLAB_HUGE) {
-    slab = malloc(sizeof(*slab) + n * sizeof(slab->rec[0]));
-    if (slab == NULL)
-      return NULL;
-    slab->mapped = 0;
-  } else {
-    slab = slab_map();
-    if (slab == NULL)
-      return NULL;
-    n = (SLAB_HUGE - sizeof(*slab)) / sizeof(slab->rec[0]);
-    slab->mapped = 1;
-  }
+  if (n > SLAB_MAX)
+    n = SLAB_MAX;
+  slab = malloc(sizeof(*slab) + n * sizeof(slab->rec[0]));
+  if (slab == NULL)
+    return NULL;
   slab->n = n;
   slab->next = b->submit_slabs;
   b->submit_slabs = slab;
@@ -150,12 +126,8 @@ static void submit_job(void* arg) {
    * closes the async handle. seq_cst pairs with its exchange and its load
    * of `posters` (Dekker: one of us sees the other). */
   atomic_fetch_add_explicit(&b->posters, 1, memory_order_seq_cst);
-  if (atomic_load_explicit(&b->head, memory_order_seq_cst) != WEFT__UV_CLOSED) {
-    /* libuv 1.44: uv_async_send reads its pending flag before writing; the
-     * fence orders our push before that read (see weft__uv_op_post). */
-    atomic_thread_fence(memory_order_seq_cst);
-    uv_async_send(&b->async);
-  }
+  if (atomic_load_explicit(&b->head, memory_order_seq_cst) != WEFT__UV_CLOSED)
+    weft__uv_wake(b);
   atomic_fetch_sub_explicit(&b->posters, 1, memory_order_seq_cst);
 }
 
@@ -200,6 +172,15 @@ void weft__uv_submit_drain(weft_uv_t* b) {
   }
 }
 
+bool weft__uv_submit_posted(weft_uv_t* b) {
+  unsigned i;
+  for (i = 0; i < b->noutboxes; i++)
+    if (atomic_load_explicit(&b->outboxes[i].head, memory_order_seq_cst) !=
+        NULL)
+      return true;
+  return false;
+}
+
 void weft__uv_submit_close(weft_uv_t* b) {
   weft__uv_slab_t* slab;
   size_t i;
@@ -224,10 +205,7 @@ void weft__uv_submit_close(weft_uv_t* b) {
 void weft__uv_submit_free(weft_uv_t* b) {
   while (b->submit_slabs != NULL) {
     weft__uv_slab_t* next = b->submit_slabs->next;
-    if (b->submit_slabs->mapped)
-      munmap(b->submit_slabs, SLAB_HUGE);
-    else
-      free(b->submit_slabs);
+    free(b->submit_slabs);
     b->submit_slabs = next;
   }
   free(b->outboxes);

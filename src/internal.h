@@ -406,8 +406,11 @@ struct weft_runtime_s {
   /* High/low priority tasks queued in deques, so the hot path checks the
    * other levels only when they hold something (relaxed hints). */
   WEFT__ALIGNED atomic_size_t dq_prio_len[WEFT__NPRIO];
+  /* Bumped for every job submitted from outside (the libuv loop thread
+   * submits millions), read only by quiescence checks: a line of its own,
+   * so those bumps never take `stop` and `state` away from the workers. */
   WEFT__ALIGNED atomic_uint_fast64_t outside_submitted;
-  atomic_int state;
+  WEFT__ALIGNED atomic_int state;
   atomic_int stop; /* workers leave their loops once set */
   pthread_mutex_t start_lock;
   /* Fibers: every one ever made (for destroy), plus the shared pool. */

@@ -7,6 +7,7 @@
  * and parks. Ready fibers and new jobs share the queues: a job runs on the
  * current fiber; a ready fiber is switched to.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,12 @@
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
-#define WEFT__SPIN_ROUNDS 32
+#ifndef WEFT__SPIN_PAUSE_ROUNDS
+#define WEFT__SPIN_PAUSE_ROUNDS 6
+#endif
+#ifndef WEFT__SPIN_ROUNDS
+#define WEFT__SPIN_ROUNDS 12
+#endif
 
 /* initial-exec: a plain TLS load, not a __tls_get_addr call, in the shared
  * library (glibc keeps static TLS room for libraries like this one). */
@@ -246,8 +252,15 @@ static weft__task_t* find_task(weft__worker_t* w) {
         weft__idle_end_search(rt, w);
         return NULL;
       }
-      for (unsigned i = 0; i < (1u << (round < 6 ? round : 6)); i++)
-        weft__cpu_relax();
+      /* Back off: a few pause loops, then give the core away while
+       * waiting, since a thread we share it with (the libuv loop thread,
+       * another process) may be the one about to make work. */
+      if (round < WEFT__SPIN_PAUSE_ROUNDS) {
+        for (unsigned i = 0; i < (1u << round); i++)
+          weft__cpu_relax();
+      } else {
+        sched_yield();
+      }
     }
     weft__idle_park(rt, w);
     w = weft__worker_current();
