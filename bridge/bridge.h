@@ -28,6 +28,9 @@ typedef struct weft__uv_ops_s {
    * The request's callback still runs and releases the loop's reference.
    * NULL: the request ends by itself soon enough. */
   void (*abort)(weft__uv_op_t* op);
+  /* Frees the record once both sides are done with it (any thread).
+   * NULL: free(). */
+  void (*free)(weft__uv_op_t* op);
 } weft__uv_ops_t;
 
 enum {
@@ -134,6 +137,11 @@ void weft__uv_wake(weft_uv_t* b);
 /* Posts op, suspends until its result, drops the fiber's reference and
  * returns the result. Fiber side. */
 int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline);
+/* weft__uv_op_await in two steps, for a caller with something to do between
+ * posting and suspending. Begin returns 0, or UV_ECANCELED when the bridge
+ * is stopped (the op is freed then; do not call end). Fiber side. */
+int weft__uv_op_await_begin(weft__uv_op_t* op, uint64_t deadline);
+int64_t weft__uv_op_await_end(weft__uv_op_t* op);
 /* Delivers a result unless one was delivered already (deadline, cancel,
  * stop); wakes the fiber. Loop thread. */
 void weft__uv_op_finish(weft__uv_op_t* op, int64_t result);

@@ -219,7 +219,7 @@ static inline void weft__uv_obj_close_start(weft__uv_op_t* op,
  * already), or UV_EPERM, UV_EINVAL, UV_ENOMEM, which leave it open. Fiber
  * side. */
 static inline int weft__uv_obj_close(weft__uv_obj_t* obj) {
-  static const weft__uv_ops_t close_ops = {weft__uv_obj_close_start, NULL};
+  static const weft__uv_ops_t close_ops = {.start = weft__uv_obj_close_start};
   weft__uv_objop_t* o;
   int err = weft__uv_objop_prepare(obj, sizeof(*o), &close_ops, (void**)&o);
 

@@ -26,6 +26,8 @@ enum {
   WEFT__STREAM_BACKING_OFF = 16u /* listener: accept failed, timer armed */
 };
 
+enum { WEFT__WS_FIBER = 1u, WEFT__WS_CLOSED = 2u, WEFT__WS_PENDING = 4u };
+
 typedef struct weft__uv_sop_s weft__uv_sop_t;
 
 /* A FIFO of stream operations waiting on one stream (loop thread only). */
@@ -43,6 +45,13 @@ struct weft_uv_stream_s {
   int kind;     /* WEFT__STREAM_TCP or _PIPE */
   int listener; /* 1 for a listener */
   int fileno_;  /* the descriptor, or -1 */
+  int fd_sock;  /* 1 if fileno_ is a socket (send(2) works on it) */
+  /* Writes from fibers (see weft_uv_stream_write): WEFT__WS_FIBER while
+   * one fiber writes to the descriptor itself or hands the rest of its
+   * bytes to the loop, WEFT__WS_CLOSED once the loop closes the stream,
+   * and WEFT__WS_PENDING for each write op not yet freed. A fiber writes
+   * to the descriptor only when the whole word is 0. */
+  atomic_uint wstate;
   /* Everything below: loop thread only. */
   unsigned flags;
   union {

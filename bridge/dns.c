@@ -62,7 +62,7 @@ static void gai_start(weft__uv_op_t* op, uv_loop_t* loop) {
     dns_end(&g->base, err);
 }
 
-static const weft__uv_ops_t gai_ops = {gai_start, dns_abort};
+static const weft__uv_ops_t gai_ops = {.start = gai_start, .abort = dns_abort};
 
 int weft_uv_getaddrinfo(const char* node, const char* service,
                         const struct addrinfo* hints, struct addrinfo** res,
@@ -152,7 +152,7 @@ static void gni_start(weft__uv_op_t* op, uv_loop_t* loop) {
     dns_end(&g->base, err);
 }
 
-static const weft__uv_ops_t gni_ops = {gni_start, dns_abort};
+static const weft__uv_ops_t gni_ops = {.start = gni_start, .abort = dns_abort};
 
 int weft_uv_getnameinfo(const struct sockaddr* addr, int flags, char* host,
                         size_t hostlen, char* service, size_t servlen,

@@ -185,7 +185,7 @@ static void fs_abort(weft__uv_op_t* op) {
   uv_cancel((uv_req_t*)&f->req);
 }
 
-static const weft__uv_ops_t fs_ops = {fs_start, fs_abort};
+static const weft__uv_ops_t fs_ops = {.start = fs_start, .abort = fs_abort};
 
 /* ---- the fiber side ---------------------------------------------------------
  */

@@ -120,8 +120,12 @@ void* weft__uv_op_new(weft_uv_t* b, size_t size, const weft__uv_ops_t* ops) {
 void weft__uv_op_release(weft__uv_op_t* op) {
   /* acq_rel: the last owner sees every write the other made before its
    * release; pairs with itself. */
-  if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1)
-    free(op);
+  if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1) {
+    if (op->ops->free != NULL)
+      op->ops->free(op);
+    else
+      free(op);
+  }
 }
 
 static void pending_remove(weft_uv_t* b, weft__uv_op_t* op) {
@@ -235,23 +239,33 @@ void weft__uv_wake(weft_uv_t* b) {
     uv_async_send(&b->async);
 }
 
-int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline) {
-  weft_uv_t* b = op->bridge;
+int weft__uv_op_await_begin(weft__uv_op_t* op, uint64_t deadline) {
   weft_uv_job_t self = weft_uv_job_self();
-  int64_t result;
 
   op->deadline = deadline;
   op->fiber = self.fiber_;
   op->gen = self.gen_;
-  if (!weft__uv_op_post(b, op)) {
+  if (!weft__uv_op_post(op->bridge, op)) {
     /* The loop never saw it: both references are ours. */
-    free(op);
+    atomic_store_explicit(&op->refs, 1, memory_order_relaxed);
+    weft__uv_op_release(op);
     return UV_ECANCELED;
   }
+  return 0;
+}
+
+int64_t weft__uv_op_await_end(weft__uv_op_t* op) {
+  int64_t result;
+
   weft_counter_wait(&op->done, 0);
   result = op->result;
   weft__uv_op_release(op);
   return result;
+}
+
+int64_t weft__uv_op_await(weft__uv_op_t* op, uint64_t deadline) {
+  int err = weft__uv_op_await_begin(op, deadline);
+  return err != 0 ? err : weft__uv_op_await_end(op);
 }
 
 /* ---- the loop side ------------------------------------------------------- */
@@ -410,7 +424,7 @@ static void cancel_start(weft__uv_op_t* op, uv_loop_t* loop) {
   weft__uv_op_release(op);
 }
 
-static const weft__uv_ops_t cancel_ops = {cancel_start, NULL};
+static const weft__uv_ops_t cancel_ops = {.start = cancel_start};
 
 int weft_uv_cancel(weft_uv_t* b, weft_uv_job_t job) {
   cancel_op_t* c;
@@ -501,7 +515,7 @@ static void stop_start(weft__uv_op_t* op, uv_loop_t* loop) {
   bridge_close(b);
 }
 
-static const weft__uv_ops_t stop_ops = {stop_start, NULL};
+static const weft__uv_ops_t stop_ops = {.start = stop_start};
 
 static void loop_thread(void* arg) {
   weft_uv_t* b = arg;

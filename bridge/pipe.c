@@ -106,8 +106,8 @@ static void connect_start(weft__uv_op_t* op, uv_loop_t* loop) {
                   weft__uv_stream_on_connect);
 }
 
-static const weft__uv_ops_t connect_ops = {connect_start,
-                                           weft__uv_stream_connect_abort};
+static const weft__uv_ops_t connect_ops = {
+    .start = connect_start, .abort = weft__uv_stream_connect_abort};
 
 int weft_uv_pipe_connect(const char* name, weft_uv_stream_t** out,
                          uint64_t deadline) {

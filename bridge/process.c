@@ -200,9 +200,10 @@ static void kill_start(weft__uv_op_t* op, uv_loop_t* loop) {
   weft__uv_objop_complete(&k->o, err);
 }
 
-static const weft__uv_ops_t spawn_ops = {spawn_start, NULL};
-static const weft__uv_ops_t wait_ops = {wait_start, weft__uv_objop_abort_wait};
-static const weft__uv_ops_t kill_ops = {kill_start, NULL};
+static const weft__uv_ops_t spawn_ops = {.start = spawn_start};
+static const weft__uv_ops_t wait_ops = {.start = wait_start,
+                                        .abort = weft__uv_objop_abort_wait};
+static const weft__uv_ops_t kill_ops = {.start = kill_start};
 
 /* ---- the fiber side ---------------------------------------------------------
  */

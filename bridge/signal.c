@@ -48,7 +48,8 @@ static void signal_abort(weft__uv_op_t* op) {
   signal_end((signal_op_t*)op, UV_ECANCELED);
 }
 
-static const weft__uv_ops_t signal_ops = {signal_start, signal_abort};
+static const weft__uv_ops_t signal_ops = {.start = signal_start,
+                                          .abort = signal_abort};
 
 int weft_uv_signal_wait(int signum, uint64_t deadline) {
   weft_uv_t* b;

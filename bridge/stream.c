@@ -47,6 +47,7 @@ static weft_uv_stream_t* stream_alloc(weft_uv_t* b, int kind) {
   s->fd = -1;
   s->fileno_ = -1;
   atomic_init(&s->refs, 0);
+  atomic_init(&s->wstate, 0);
   return s;
 }
 
@@ -74,8 +75,12 @@ static void stream_res_close(weft__uv_resource_t* res);
 void weft__uv_stream_publish(weft_uv_stream_t* s) {
   uv_os_fd_t fd;
 
-  if (!s->listener && uv_fileno(&s->h.handle, &fd) == 0)
+  if (!s->listener && uv_fileno(&s->h.handle, &fd) == 0) {
+    int type;
+    socklen_t n = sizeof(type);
     s->fileno_ = fd;
+    s->fd_sock = getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &n) == 0;
+  }
   s->flags |= WEFT__STREAM_PUBLISHED;
   s->res.close = stream_res_close;
   weft__uv_resource_add(s->bridge, &s->res);
@@ -153,7 +158,7 @@ static void sync_start(weft__uv_op_t* op, uv_loop_t* loop) {
     weft__uv_sop_done(r, r->fn(r));
 }
 
-const weft__uv_ops_t weft__uv_sync_ops = {sync_start, NULL};
+const weft__uv_ops_t weft__uv_sync_ops = {.start = sync_start};
 
 int weft__uv_sop_call(weft__uv_sop_t* r, weft_uv_stream_t* s) {
   return (int)weft__uv_sop_await(r, s, WEFT_UV_FOREVER);
@@ -227,6 +232,18 @@ static void stream_close(weft_uv_stream_t* s) {
   s->flags |= WEFT__STREAM_CLOSING;
   weft__uv_resource_remove(s->bridge, &s->res);
   stream_fail_all(s, UV_ECANCELED);
+  if (!s->listener) {
+    /* Keep fibers off the descriptor from now on (their writes take the
+     * loop's path and get UV_ECANCELED), and wait out a fiber caught
+     * inside its send(2), which cannot block, before uv_close closes the
+     * descriptor under it. Acquire pairs with the writer's release. */
+    unsigned st = atomic_fetch_or_explicit(&s->wstate, WEFT__WS_CLOSED,
+                                           memory_order_acquire);
+    while (st & WEFT__WS_FIBER) {
+      uv_sleep(0);
+      st = atomic_load_explicit(&s->wstate, memory_order_acquire);
+    }
+  }
   if (s->listener) {
     uv_close((uv_handle_t*)&s->backoff, on_handle_closed);
     uv_close(&s->h.handle, on_listener_closed);
@@ -249,7 +266,7 @@ static void close_start(weft__uv_op_t* op, uv_loop_t* loop) {
   weft__uv_sop_done(r, 0);
 }
 
-static const weft__uv_ops_t close_ops = {close_start, NULL};
+static const weft__uv_ops_t close_ops = {.start = close_start};
 
 int weft_uv_stream_close(weft_uv_stream_t* s) {
   weft__uv_sop_t* r;
@@ -408,7 +425,8 @@ static void read_abort(weft__uv_op_t* op) {
   weft__uv_op_release(op);
 }
 
-static const weft__uv_ops_t read_ops = {read_start, read_abort};
+static const weft__uv_ops_t read_ops = {.start = read_start,
+                                        .abort = read_abort};
 
 int64_t weft_uv_stream_read(weft_uv_stream_t* s, void* buf, size_t len,
                             uint64_t deadline) {
@@ -542,12 +560,71 @@ static void write_abort(weft__uv_op_t* op) {
     write_next(s);
 }
 
-static const weft__uv_ops_t write_ops = {write_start, write_abort};
+/* A write op is freed once both the fiber and libuv are done with it: only
+ * then may a fiber write to the descriptor itself again. */
+static void write_free(weft__uv_op_t* op) {
+  weft__uv_sop_t* w = (weft__uv_sop_t*)op;
+  /* Release pairs with the acquire CAS in weft_uv_stream_write: a fiber
+   * that writes next comes after every byte libuv wrote for us. */
+  atomic_fetch_sub_explicit(&w->s->wstate, WEFT__WS_PENDING,
+                            memory_order_release);
+  free(op);
+}
+
+static const weft__uv_ops_t write_ops = {
+    .start = write_start, .abort = write_abort, .free = write_free};
+
+/* Fiber side, holding WEFT__WS_FIBER: write(2) without blocking. Returns the
+ * bytes written, 0 if the kernel's buffer is full, or a negative error. */
+static ssize_t fd_write(weft_uv_stream_t* s, const char* buf, size_t len) {
+  ssize_t n;
+
+  do {
+    if (s->fd_sock)
+      n = send(s->fileno_, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    else
+      n = write(s->fileno_, buf, len); /* libuv made it non-blocking */
+  } while (n < 0 && errno == EINTR);
+  if (n < 0)
+    return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
+  return n;
+}
+
+/* Posts a write op for buf (holding one WEFT__WS_PENDING, which the op's
+ * free drops) and waits for it; WEFT__WS_FIBER, if held, is dropped once
+ * the op is in the queue, so whoever writes next queues behind it. */
+static int64_t write_op(weft_uv_stream_t* s, const char* buf, size_t len,
+                        uint64_t deadline, bool fiber) {
+  weft__uv_sop_t* w = weft__uv_sop_new(s->bridge, &write_ops);
+  int64_t result;
+  int err;
+
+  if (w == NULL) {
+    atomic_fetch_sub_explicit(&s->wstate,
+                              WEFT__WS_PENDING | (fiber ? WEFT__WS_FIBER : 0),
+                              memory_order_release);
+    return UV_ENOMEM;
+  }
+  w->buf = (char*)buf; /* only read */
+  w->len = len;
+  w->s = s;
+  weft__uv_stream_ref(s); /* the record outlives our wait if abandoned */
+  err = weft__uv_op_await_begin(&w->op, deadline);
+  if (fiber)
+    atomic_fetch_and_explicit(&s->wstate, ~WEFT__WS_FIBER,
+                              memory_order_release);
+  result = err != 0 ? err : weft__uv_op_await_end(&w->op);
+  weft__uv_stream_unref(s);
+  return result;
+}
 
 int64_t weft_uv_stream_write(weft_uv_stream_t* s, const void* buf, size_t len,
                              uint64_t deadline) {
   weft_uv_t* b;
-  weft__uv_sop_t* w;
+  const char* p = buf;
+  size_t done = 0;
+  unsigned st;
+  int64_t r;
   int err = stream_bridge(s, &b);
 
   if (err != 0)
@@ -556,12 +633,59 @@ int64_t weft_uv_stream_write(weft_uv_stream_t* s, const void* buf, size_t len,
     return UV_EINVAL;
   if (len == 0)
     return 0;
-  w = weft__uv_sop_new(b, &write_ops);
-  if (w == NULL)
-    return UV_ENOMEM;
-  w->buf = (char*)buf; /* only read */
-  w->len = len;
-  return weft__uv_sop_await(w, s, deadline);
+  if (deadline != WEFT_UV_FOREVER && deadline <= uv_hrtime())
+    return UV_ETIMEDOUT;
+  /* With no write op outstanding and no other fiber writing, write to the
+   * descriptor here: a round trip through the loop thread saved. Otherwise
+   * queue behind them on the loop. */
+  st = atomic_load_explicit(&s->wstate, memory_order_relaxed);
+  for (;;) {
+    if (st & WEFT__WS_FIBER) {
+      /* Another fiber is inside its write or handing over its rest, which
+       * is short and never suspends: our bytes must not come between. */
+      weft_yield();
+      st = atomic_load_explicit(&s->wstate, memory_order_relaxed);
+      continue;
+    }
+    if (st == 0 && s->fileno_ >= 0) {
+      /* Acquire pairs with write_free and with the last fiber writer's
+       * release: our bytes follow theirs. */
+      if (atomic_compare_exchange_weak_explicit(&s->wstate, &st, WEFT__WS_FIBER,
+                                                memory_order_acquire,
+                                                memory_order_relaxed))
+        break;
+      continue;
+    }
+    /* Relaxed: the total order of RMWs on wstate is what keeps a later
+     * fiber writer out; the op itself is published by its post. */
+    if (atomic_compare_exchange_weak_explicit(
+            &s->wstate, &st, st + WEFT__WS_PENDING, memory_order_relaxed,
+            memory_order_relaxed))
+      return write_op(s, p, len, deadline, false);
+  }
+  while (done < len) {
+    ssize_t n = fd_write(s, p + done, len - done);
+    if (n < 0) {
+      atomic_fetch_and_explicit(&s->wstate, ~WEFT__WS_FIBER,
+                                memory_order_release);
+      return n;
+    }
+    if (n == 0)
+      break;
+    done += (size_t)n;
+  }
+  if (done == len) {
+    /* Release pairs with the acquire of the next writer or the loop's
+     * close. */
+    atomic_fetch_and_explicit(&s->wstate, ~WEFT__WS_FIBER,
+                              memory_order_release);
+    return (int64_t)len;
+  }
+  /* The kernel's buffer is full: the loop waits for room and writes the
+   * rest. */
+  atomic_fetch_add_explicit(&s->wstate, WEFT__WS_PENDING, memory_order_relaxed);
+  r = write_op(s, p + done, len - done, deadline, true);
+  return r < 0 ? r : (int64_t)len;
 }
 
 /* ---- shutdown --------------------------------------------------------------
@@ -589,7 +713,7 @@ static void shutdown_start(weft__uv_op_t* op, uv_loop_t* loop) {
 
 /* No abort: the request ends by itself, at the latest when the stream
  * closes (libuv then calls it back with UV_ECANCELED). */
-static const weft__uv_ops_t shutdown_ops = {shutdown_start, NULL};
+static const weft__uv_ops_t shutdown_ops = {.start = shutdown_start};
 
 int weft_uv_stream_shutdown(weft_uv_stream_t* s, uint64_t deadline) {
   weft__uv_sop_t* r;
@@ -842,7 +966,8 @@ static void accept_abort(weft__uv_op_t* op) {
     polling(l, 0);
 }
 
-static const weft__uv_ops_t accept_ops = {accept_start, accept_abort};
+static const weft__uv_ops_t accept_ops = {.start = accept_start,
+                                          .abort = accept_abort};
 
 int weft__uv_stream_accept(weft_uv_stream_t* l, int kind,
                            weft_uv_stream_t** out, uint64_t deadline) {

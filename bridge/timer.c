@@ -19,7 +19,8 @@ static void sleep_abort(weft__uv_op_t* op) {
   weft__uv_op_release(op);
 }
 
-static const weft__uv_ops_t sleep_ops = {sleep_start, sleep_abort};
+static const weft__uv_ops_t sleep_ops = {.start = sleep_start,
+                                         .abort = sleep_abort};
 
 int weft_uv_sleep(uint64_t ms, uint64_t deadline) {
   weft_uv_t* b;
@@ -67,7 +68,8 @@ static void call_abort(weft__uv_op_t* op) {
     c->abort_cb((weft_uv_req_t*)c, c->arg);
 }
 
-static const weft__uv_ops_t call_ops = {call_start, call_abort};
+static const weft__uv_ops_t call_ops = {.start = call_start,
+                                        .abort = call_abort};
 
 int64_t weft_uv_call(weft_uv_start_cb start, weft_uv_abort_cb abort_cb,
                      void* arg, uint64_t deadline) {

@@ -234,9 +234,10 @@ static void recv_start(weft__uv_op_t* op, uv_loop_t* loop) {
 }
 
 /* A send ends by itself (or when the handle closes): no abort. */
-static const weft__uv_ops_t bind_ops = {bind_start, NULL};
-static const weft__uv_ops_t send_ops = {send_start, NULL};
-static const weft__uv_ops_t recv_ops = {recv_start, weft__uv_objop_abort_wait};
+static const weft__uv_ops_t bind_ops = {.start = bind_start};
+static const weft__uv_ops_t send_ops = {.start = send_start};
+static const weft__uv_ops_t recv_ops = {.start = recv_start,
+                                        .abort = weft__uv_objop_abort_wait};
 
 /* ---- the fiber side ---------------------------------------------------------
  */
