@@ -9,33 +9,20 @@
  *   counter_perworker   the root spawns one shard job pinned to each
  *                       worker; each spawns N/workers jobs (1024 at a time)
  *                       on its own counter and waits (jobs/s)
- *   <name>_rmw_hot      atomic read-modify-writes per job on the busiest
- *                       counter (rmw/job)
- *   <name>_rmw_total    the same summed over every counter (rmw/job)
+ *   counter_single      the root spawns all N jobs one weft_spawn each on one
+ *                       counter and waits (jobs/s)
+ *   <name>_rmw          atomic read-modify-writes on counters per job,
+ *                       measured: the runtime's counter_rmws statistic
+ *                       (spawn increments and job-end decrements, CAS
+ *                       retries included) over the runs (rmw/job). The plain
+ *                       design (one increment per spawn or batch, one
+ *                       decrement per job) would take 2 for counter_single
+ *                       and 1 + 1/1024 for counter_flat; workers now apply a
+ *                       run of job ends on one counter as one decrement.
  * Every job sets its own flag (a plain store, no atomic, so the only RMWs
  * on shared lines are the counters'); all N flags are checked after each
  * run, and the program exits 1 if any job did not run.
  * THREADS (workers, default 2); BENCH_ONLY=name prefix; JOBS (N).
- *
- * How the RMWs are counted: not measured, but from the design of
- * src/spawn.c and src/counter.c (as of commit 6a640a8; revisit if they
- * change). A spawn or a batch of spawns increments its counter with one
- * fetch_add; a job's end decrements it with one CAS. So a counter that k
- * jobs finish on, spawned in batches of b, takes k + k/b RMWs. Not counted
- * (the figures are a lower bound): CAS retries under contention, and the
- * extra work of a decrement made while some job is suspended waiting on the
- * counter (the waiter list's lock and the waker registration, two more
- * RMWs), which happens only once the waiting job has run out of counted
- * jobs to run inline (weft_counter_wait runs them first). With N jobs and
- * W workers:
- *   flat:      one counter, N + N/1024           per job 1 + 1/1024
- *   group64:   parent N/64 + (N/64)/1024         per job (1 + 1/1024) / 64
- *              each group's counter 64 + 1; total per job
- *              1 + 1/64 + (1 + 1/1024) / 64
- *   perworker: parent 2W (W pinned spawns, W ends); each shard
- *              (N/W)(1 + 1/1024); hot per job (1 + 1/1024) / W, total
- *              1 + 1/1024 + 2W/N
- * (the program computes them exactly, with the batches' rounding).
  */
 #define _GNU_SOURCE
 #include "bench_kernels.h"
@@ -141,14 +128,30 @@ static void timed_job(void* arg) {
   t->seconds = (double)(bk_now_ns() - t0) / 1e9;
 }
 
+static void single_root(void* arg) {
+  weft_counter_t c;
+  size_t i;
+  (void)arg;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < njobs; i++)
+    if (weft_spawn(NULL, leaf_job, &flags[i], &c) != 0)
+      exit(1);
+  weft_counter_wait(&c, 0);
+}
+
+#define REPS 5
+
 static void bench_variant(weft_runtime_t* rt, const char* name,
-                          weft_job_cb root, void* arg, double rmw_hot,
-                          double rmw_total) {
+                          weft_job_cb root, void* arg) {
   char line[64];
   double best = 1e18;
+  weft_stats_t s0;
+  weft_stats_t s1;
   int rep;
   size_t i;
-  for (rep = 0; rep < 5; rep++) {
+
+  weft_stats(rt, &s0);
+  for (rep = 0; rep < REPS; rep++) {
     timed_t t = {root, arg, 0};
     weft_counter_t c;
     memset(flags, 0, njobs);
@@ -164,23 +167,19 @@ static void bench_variant(weft_runtime_t* rt, const char* name,
     if (t.seconds < best)
       best = t.seconds;
   }
+  weft_stats(rt, &s1);
   bk_line(name, "weft", (double)njobs / best, "jobs/s");
-  snprintf(line, sizeof(line), "%s_rmw_hot", name);
-  bk_line(line, "weft", rmw_hot, "rmw/job");
-  snprintf(line, sizeof(line), "%s_rmw_total", name);
-  bk_line(line, "weft", rmw_total, "rmw/job");
-}
-
-/* RMWs on a counter that k jobs, spawned in batches of up to b, finish on:
- * one fetch_add per batch, one CAS per job (see the top comment). */
-static double counter_rmws(size_t k, size_t b) {
-  return (double)k + (double)((k + b - 1) / b);
+  snprintf(line, sizeof(line), "%s_rmw", name);
+  /* The timing job's own spawn and end are in the count too (2 per run):
+   * noise at 1M jobs. */
+  bk_line(line, "weft",
+          (double)(s1.counter_rmws - s0.counter_rmws) / ((double)njobs * REPS),
+          "rmw/job");
 }
 
 int main(void) {
   weft_config_t cfg;
   weft_runtime_t* rt;
-  double n;
 
   weft_config_init(&cfg);
   cfg.workers = (unsigned)bk_env_long("THREADS", 2);
@@ -193,47 +192,32 @@ int main(void) {
   if (weft_runtime_create(&rt, &cfg) != 0)
     return 1;
   flags = bk_alloc(njobs);
-  n = (double)njobs;
 
-  if (bk_wanted("counter_flat")) {
-    double hot = counter_rmws(njobs, BATCH) / n;
-    bench_variant(rt, "counter_flat", flat_root, NULL, hot, hot);
-  }
+  if (bk_wanted("counter_single"))
+    bench_variant(rt, "counter_single", single_root, NULL);
+  if (bk_wanted("counter_flat"))
+    bench_variant(rt, "counter_flat", flat_root, NULL);
   if (bk_wanted("counter_group64")) {
     size_t ng = njobs / GROUP;
     part_t* parts = bk_alloc(ng * sizeof(part_t));
     sharded_t s = {parts, ng, 0};
-    double parent = counter_rmws(ng, BATCH);
-    double group = counter_rmws(GROUP, GROUP);
     size_t i;
     for (i = 0; i < ng; i++) {
       parts[i].begin = i * GROUP;
       parts[i].end = (i + 1) * GROUP;
     }
-    /* The busiest counter is the parent: N/64 decrements, where a group's
-     * takes 64 (and its increments come from one job). */
-    bench_variant(rt, "counter_group64", sharded_root, &s,
-                  (parent > group ? parent : group) / n,
-                  (parent + group * (double)ng) / n);
+    bench_variant(rt, "counter_group64", sharded_root, &s);
     free(parts);
   }
   if (bk_wanted("counter_perworker")) {
     part_t* parts = bk_alloc(nworkers * sizeof(part_t));
     sharded_t s = {parts, nworkers, 1};
-    double hot = 0;
-    double total = (double)nworkers * 2; /* parent: W increments, W ends */
     unsigned w;
     for (w = 0; w < nworkers; w++) {
-      double r;
       parts[w].begin = njobs * w / nworkers;
       parts[w].end = njobs * (w + 1) / nworkers;
-      r = counter_rmws(parts[w].end - parts[w].begin, BATCH);
-      total += r;
-      if (r > hot)
-        hot = r;
     }
-    bench_variant(rt, "counter_perworker", sharded_root, &s, hot / n,
-                  total / n);
+    bench_variant(rt, "counter_perworker", sharded_root, &s);
     free(parts);
   }
   weft_runtime_destroy(rt);

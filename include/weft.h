@@ -92,6 +92,10 @@ typedef struct weft_worker_stats_s {
   uint64_t parks;          /* times the worker went to sleep */
   uint64_t fiber_switches; /* context switches between fibers */
   uint64_t fibers_in_pool; /* idle fibers in this worker's pool now */
+  /* Atomic read-modify-writes this worker made on counters for spawns and
+   * job ends, CAS retries included (a run of jobs finishing on one counter
+   * shares one decrement). */
+  uint64_t counter_rmws;
 } weft_worker_stats_t;
 
 /* Runtime-wide statistics: the sum over workers, plus shared state. */
@@ -104,6 +108,7 @@ typedef struct weft_stats_s {
   uint64_t fiber_switches;
   uint64_t fibers_in_pool; /* idle fibers, per-worker pools + shared */
   uint64_t fibers_created; /* fibers (stacks) created in all */
+  uint64_t counter_rmws;   /* summed over workers (see above) */
 } weft_stats_t;
 
 /* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL

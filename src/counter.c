@@ -113,14 +113,16 @@ static void wake_waiters(weft__counter_t* c) {
   }
 }
 
-void weft__counter_sub(weft__counter_t* c, int64_t n) {
+int weft__counter_sub(weft__counter_t* c, int64_t n) {
   long long s = atomic_load_explicit(&c->state, memory_order_relaxed);
   long long ns;
+  int attempts = 0;
 
   /* seq_cst (release for the job's writes, which waiters acquire; total
    * order with the waiters' fetch_or). With waiters present the same CAS
    * registers us as a waker. */
   do {
+    attempts++;
     ns = s - n * WEFT__CTR_ONE;
     if (s & WEFT__CTR_WAITERS)
       ns += 1;
@@ -128,6 +130,7 @@ void weft__counter_sub(weft__counter_t* c, int64_t n) {
       &c->state, &s, ns, memory_order_seq_cst, memory_order_relaxed));
   if (s & WEFT__CTR_WAITERS)
     wake_waiters(c);
+  return attempts;
 }
 
 int weft_counter_add(weft_counter_t* c, int64_t delta) {
@@ -205,6 +208,9 @@ int weft_counter_wait(weft_counter_t* counter, int64_t target) {
     } else {
       if (target <= 0)
         w = weft__worker_help(w, c, target);
+      /* Decrements this worker holds back (of c or another counter) are
+       * applied before anything here sleeps. */
+      weft__worker_dec_flush(w);
       if (weft__counter_above(c, target)) {
         post.op = WEFT__POST_WAIT;
         post.fiber = w->current;

@@ -162,7 +162,8 @@ _Static_assert(sizeof(weft__counter_t) <= sizeof(weft_counter_t),
 _Static_assert(_Alignof(weft__counter_t) <= _Alignof(weft_counter_t),
                "weft_counter_t misaligned");
 
-void weft__counter_sub(weft__counter_t* c, int64_t n);
+/* Subtracts n; returns the CAS attempts it took (for the statistics). */
+int weft__counter_sub(weft__counter_t* c, int64_t n);
 bool weft__counter_above(weft__counter_t* c, int64_t target);
 /* Registers a suspended fiber's waiter (post-switch). Returns false when
  * the target was already reached: the caller must make the fiber ready. */
@@ -346,6 +347,7 @@ typedef struct weft__wstats_s {
   atomic_uint_fast64_t parks;
   atomic_uint_fast64_t fiber_switches;
   atomic_uint_fast64_t fibers_in_pool;
+  atomic_uint_fast64_t counter_rmws;
 } weft__wstats_t;
 
 struct weft__worker_s {
@@ -359,6 +361,12 @@ struct weft__worker_s {
   uint64_t rng;
   bool searching;
   weft__jobpool_t jobs;
+  /* Decrements of counter dec_c by jobs this worker finished, not applied
+   * yet: a run of jobs on one counter costs it one RMW, not one each.
+   * Applied before the worker runs anything else, looks for work, parks,
+   * or a fiber here waits (weft__worker_dec_flush). */
+  weft__counter_t* dec_c;
+  int64_t dec_n;
   weft__ctx_t native; /* the thread's own stack */
   weft__deque_t dq[WEFT__NPRIO];
   /* Jobs submitted from this worker / finished on it. Single writer (this
@@ -389,6 +397,23 @@ void weft__worker_run_here(weft__worker_t* w);
  * while c is above target (<= 0). Returns the worker now running. */
 weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
                                   int64_t target);
+/* Applies w's cached counter decrements (see weft__worker_t.dec_c). */
+static inline void weft__worker_dec_flush(weft__worker_t* w) {
+  if (w->dec_n != 0) {
+    weft__counter_t* c = w->dec_c;
+    int64_t n = w->dec_n;
+    int rmws;
+    w->dec_c = NULL;
+    w->dec_n = 0;
+    rmws = weft__counter_sub(c, n);
+    /* Relaxed, single writer: a statistic (see stats.c). */
+    atomic_store_explicit(
+        &w->stats.counter_rmws,
+        atomic_load_explicit(&w->stats.counter_rmws, memory_order_relaxed) +
+            (uint64_t)rmws,
+        memory_order_relaxed);
+  }
+}
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w, weft__task_t* t);
 

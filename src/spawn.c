@@ -50,6 +50,16 @@ static void count_submitted(weft_runtime_t* rt, weft__worker_t* w, size_t n) {
     atomic_fetch_add_explicit(&rt->outside_submitted, n, memory_order_release);
 }
 
+/* One RMW on the counter; counted in the spawning worker's statistics. */
+static void counter_inc(weft__worker_t* w, weft__counter_t* c, int64_t n) {
+  weft__counter_inc(c, n);
+  if (w != NULL)
+    atomic_store_explicit(
+        &w->stats.counter_rmws,
+        atomic_load_explicit(&w->stats.counter_rmws, memory_order_relaxed) + 1,
+        memory_order_relaxed);
+}
+
 int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
                   weft_counter_t* counter, const weft_spawn_opts_t* opts) {
   weft__worker_t* w;
@@ -81,7 +91,7 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
   j->arg = arg;
   j->counter = counter != NULL ? cast(counter) : NULL;
   if (counter != NULL)
-    weft__counter_inc(j->counter, 1);
+    counter_inc(w, j->counter, 1);
   count_submitted(rt, w, 1);
   weft__worker_ready(rt, w, &j->task);
   return 0;
@@ -133,7 +143,7 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
     list = &j->task;
   }
   if (counter != NULL)
-    weft__counter_inc(cast(counter), (int64_t)n);
+    counter_inc(w, cast(counter), (int64_t)n);
   count_submitted(rt, w, n);
 
   if (w == NULL) {

@@ -16,6 +16,7 @@ static void worker_read(weft__worker_t* w, weft_worker_stats_t* s) {
   s->parks = rd(&w->stats.parks);
   s->fiber_switches = rd(&w->stats.fiber_switches);
   s->fibers_in_pool = rd(&w->stats.fibers_in_pool);
+  s->counter_rmws = rd(&w->stats.counter_rmws);
 }
 
 static bool started(weft_runtime_t* rt) {
@@ -41,6 +42,7 @@ int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {
     s->parks += ws.parks;
     s->fiber_switches += ws.fiber_switches;
     s->fibers_in_pool += ws.fibers_in_pool;
+    s->counter_rmws += ws.counter_rmws;
   }
   weft__spin_lock(&rt->fibers_lock);
   s->fibers_in_pool += rt->nshared;

@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
+#define WEFT__DEC_MAX 64
 #ifndef WEFT__SPIN_PAUSE_ROUNDS
 #define WEFT__SPIN_PAUSE_ROUNDS 6
 #endif
@@ -234,6 +235,8 @@ static weft__task_t* find_task(weft__worker_t* w) {
   t = find_once(w, false);
   if (t != NULL)
     return t;
+  /* Nothing to run: whoever waits for our finished jobs hears now. */
+  weft__worker_dec_flush(w);
   for (;;) {
     for (round = 0; round < WEFT__SPIN_ROUNDS; round++) {
       bool searching = weft__idle_start_search(rt, w);
@@ -287,8 +290,16 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
   }
   f->task.pin = -1;
   f->task.prio = WEFT_PRIORITY_NORMAL;
-  if (c != NULL)
-    weft__counter_sub(c, 1);
+  if (c != NULL) {
+    /* Cached: the next job on the same counter (the common fan-out) adds
+     * to the same decrement; anything else applies it first. At most
+     * WEFT__DEC_MAX are held back, so a waiter for a value above zero
+     * hears of progress in runs, never much later. */
+    if (w->dec_c != c || w->dec_n >= WEFT__DEC_MAX)
+      weft__worker_dec_flush(w);
+    w->dec_c = c;
+    w->dec_n++;
+  }
   bump(&w->stats.jobs_run);
   /* Release pairs with the acquire loads of weft__runtime_quiescent: the
    * job's own submissions (made before) are seen with its completion. */
@@ -311,7 +322,9 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
    * carry the whole stack elsewhere. */
   if (f->task.pin >= 0)
     return w;
-  while (weft__counter_above(c, target)) {
+  /* Our own cached decrements of c count as done (they are applied
+   * before the caller looks again). */
+  while (weft__counter_above(c, target + (w->dec_c == c ? w->dec_n : 0))) {
     weft__task_t* t;
     weft__job_t* j;
     void* fls[WEFT_FLS_SLOTS];
@@ -362,6 +375,9 @@ void weft__worker_loop(void) {
   for (;;) {
     weft__worker_t* w = weft__worker_current();
     weft__task_t* t = find_task(w);
+    if (w->dec_n != 0 && (t == NULL || t->kind != WEFT__TASK_JOB ||
+                          ((weft__job_t*)t)->counter != w->dec_c))
+      weft__worker_dec_flush(w);
     if (t == NULL) {
       /* Stopping: leave for good, back to the thread's own stack. */
       weft__ctx_exit(&w->current->ctx, &w->native, NULL);
