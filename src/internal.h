@@ -307,6 +307,14 @@ void weft__idle_destroy(weft__idle_t* idle);
 /* After publishing work anyone may take: wakes one sleeper unless a worker
  * is already searching (which will find the work and chain the wake-up). */
 void weft__idle_notify(weft_runtime_t* rt);
+/* Whether weft__idle_notify might find a worker to wake: a look without
+ * the fence (relaxed loads, possibly stale), for publishers that can live
+ * with a wake-up missed now and then (pushes to one's own deque). */
+static inline bool weft__idle_may_notify(weft__idle_t* idle,
+                                         unsigned nworkers) {
+  return atomic_load_explicit(&idle->searching, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&idle->unparked, memory_order_relaxed) < nworkers;
+}
 /* Wakes worker k specifically (pinned work for it). */
 void weft__idle_notify_worker(weft_runtime_t* rt, unsigned k);
 void weft__idle_notify_all(weft_runtime_t* rt);

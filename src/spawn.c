@@ -28,7 +28,8 @@ static int prepare(weft_runtime_t** rtp, weft__worker_t** wp) {
       return -EINVAL;
     rt = w->rt;
   }
-  err = weft__runtime_start(rt);
+  /* On one of rt's workers, rt is running. */
+  err = (w != NULL && w->rt == rt) ? 0 : weft__runtime_start(rt);
   if (err != 0)
     return err;
   if (atomic_load_explicit(&rt->stop, memory_order_acquire))

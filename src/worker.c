@@ -73,6 +73,13 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
     if (prio != WEFT_PRIORITY_NORMAL)
       atomic_fetch_add_explicit(&rt->dq_prio_len[prio], 1,
                                 memory_order_relaxed);
+    /* Our own deque: we run whatever nobody steals, so a wake-up only adds
+     * parallelism and may be missed once in a while. Look without the
+     * fence first: while every worker is awake or one is searching (the
+     * steady state of a stream of spawns), there is nobody to wake. A
+     * worker parking this very moment is seen by the next push. */
+    if (!weft__idle_may_notify(&rt->idle, rt->nworkers))
+      return;
   } else {
     weft__inject_push(&rt->inject, t, t, 1, prio);
   }
