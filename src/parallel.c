@@ -1,11 +1,11 @@
 /* parallel.c: weft_parallel_for by recursive halving.
  *
- * A range job keeps halving its range, spawning the upper half and going on
- * with the lower, until it is no larger than the grain; then it calls the
- * body. Thieves take the oldest entries of a deque, which are the largest
- * halves, so an idle worker gets a big piece in one steal (the splitting of
- * Cilk and TBB's simple partitioner). Range records come from one array
- * sized for the worst case, claimed with an atomic index.
+ * A range job halves its range, spawning the upper half and going on with
+ * the lower, when its deque is empty (lazy binary splitting, see pf_job),
+ * down to the grain. Thieves take the oldest entries of a deque, which are
+ * the largest halves, so an idle worker gets a big piece in one steal.
+ * Range records come from one array sized for the worst case, claimed with
+ * an atomic index.
  */
 #include <stdlib.h>
 
@@ -30,24 +30,37 @@ struct pf_s {
   size_t cap;
 };
 
+/* Lazy binary splitting (Tzannes, Caragea, Barua and Vishkin, PPoPP 2010):
+ * a range job splits off its upper half only while its own deque is empty,
+ * that is, while no earlier half is still waiting to be stolen; otherwise
+ * it runs the next `grain` elements itself and looks again. So a range
+ * splits about as often as idle workers come for work, and a small or
+ * cheap loop runs in a few calls instead of one job per grain. */
 static void pf_job(void* arg) {
   pf_range_t* r = arg;
   pf_t* pf = r->pf;
   size_t begin = r->begin;
   size_t end = r->end;
+  size_t grain = pf->grain;
 
-  while (end - begin > pf->grain) {
-    size_t mid = begin + (end - begin) / 2;
-    /* Relaxed: the slot index is only a claim; the record is handed to the
-     * job by the spawn's publication. */
-    size_t k = atomic_fetch_add_explicit(&pf->next, 1, memory_order_relaxed);
-    pf_range_t* half = &pf->ranges[k];
-    half->pf = pf;
-    half->begin = mid;
-    half->end = end;
-    if (weft_spawn(pf->rt, pf_job, half, &pf->done) != 0)
-      break; /* cannot split further: do the whole rest here */
-    end = mid;
+  while (end - begin > grain) {
+    weft__worker_t* w = weft__worker_current();
+    if (weft__deque_size(&w->dq[WEFT_PRIORITY_NORMAL]) == 0) {
+      size_t mid = begin + (end - begin) / 2;
+      /* Relaxed: the slot index is only a claim; the record is handed to
+       * the job by the spawn's publication. */
+      size_t k = atomic_fetch_add_explicit(&pf->next, 1, memory_order_relaxed);
+      pf_range_t* half = &pf->ranges[k];
+      half->pf = pf;
+      half->begin = mid;
+      half->end = end;
+      if (weft_spawn(pf->rt, pf_job, half, &pf->done) != 0)
+        break; /* cannot split further: do the whole rest here */
+      end = mid;
+    } else {
+      pf->fn(begin, begin + grain, pf->arg);
+      begin += grain;
+    }
   }
   pf->fn(begin, end, pf->arg);
 }
