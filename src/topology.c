@@ -14,16 +14,45 @@
 
 static pthread_once_t topo_once = PTHREAD_ONCE_INIT;
 static hwloc_topology_t topo;
+static int topo_inited; /* by topology_preinit */
 static int topo_err;
 
+/* hwloc's first topology init in a process loads its plugins (PCI, OpenCL,
+ * GL with X11, libxml2 with ICU): about 3 ms of dlopen, for devices and a
+ * file format placement never uses (hwloc's built-in XML parser remains).
+ * Only the environment can keep them out, and only at that first init, so
+ * it happens here, at load time, while the program normally has one thread:
+ * the variable is set just around the call, and never when the user set
+ * it (or HWLOC_PLUGINS_PATH) already. The runtime loads the topology
+ * itself later, lazily. */
+__attribute__((constructor)) static void topology_preinit(void) {
+  if (getenv("HWLOC_PLUGINS_BLACKLIST") != NULL ||
+      getenv("HWLOC_PLUGINS_PATH") != NULL)
+    return;
+  if (setenv("HWLOC_PLUGINS_BLACKLIST",
+             "hwloc_pci,hwloc_opencl,hwloc_gl,hwloc_xml_libxml,"
+             "hwloc_cuda,hwloc_nvml,hwloc_rsmi,hwloc_levelzero",
+             0) != 0)
+    return;
+  topo_inited = hwloc_topology_init(&topo) == 0;
+  unsetenv("HWLOC_PLUGINS_BLACKLIST");
+}
+
 static void topo_load(void) {
-  if (hwloc_topology_init(&topo) != 0) {
+  if (!topo_inited && hwloc_topology_init(&topo) != 0) {
     topo_err = -ENOMEM;
     return;
   }
   /* Only what placement needs: no I/O devices, no instruction caches. */
   hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_NONE);
   hwloc_topology_set_icache_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_NONE);
+#if HWLOC_API_VERSION >= 0x00020100
+  /* On Linux, sysfs tells cores, packages, caches and NUMA nodes; the x86
+   * backend's CPUID walk adds nothing placement needs and a third of the
+   * load time. */
+  hwloc_topology_set_components(topo, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                "x86");
+#endif
   if (hwloc_topology_load(topo) != 0) {
     hwloc_topology_destroy(topo);
     topo_err = -ENOSYS;

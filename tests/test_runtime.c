@@ -237,9 +237,34 @@ static void runtime_spawn_after_destroy_start(void** state) {
   }
 }
 
+/* libweft's load-time hwloc setup sets HWLOC_PLUGINS_BLACKLIST only around
+ * its own hwloc_topology_init: the program finds its environment as it was
+ * (this test's environment does not set the variable), and a runtime still
+ * finds the machine's cores. */
+static void flag_job(void* arg) {
+  atomic_store((atomic_int*)arg, 1);
+}
+
+static void runtime_hwloc_env_untouched(void** state) {
+  weft_runtime_t* rt = test_runtime(0); /* workers from hwloc's cores */
+  weft_counter_t c;
+  weft_stats_t s;
+  atomic_int flag = 0;
+  (void)state;
+
+  assert_null(getenv("HWLOC_PLUGINS_BLACKLIST"));
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, flag_job, &flag, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  assert_int_equal(atomic_load(&flag), 1);
+  assert_true(weft_stats(rt, &s) >= 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(runtime_create_defaults),
+      cmocka_unit_test(runtime_hwloc_env_untouched),
       cmocka_unit_test(runtime_bad_args),
       cmocka_unit_test(runtime_wrong_context),
       cmocka_unit_test(runtime_strerror),
