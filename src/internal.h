@@ -340,6 +340,10 @@ typedef struct weft__plan_s {
   unsigned* ngroups;
 } weft__plan_t;
 
+/* The process's loaded hwloc topology (a hwloc_topology_t), loading it on
+ * first use, or NULL if hwloc failed. For placement-related code outside
+ * topology.c (memory binding). */
+void* weft__topology_handle(void);
 /* Cores (or PUs if that is all hwloc knows) of the machine. */
 int weft__topology_cores(void);
 int weft__topology_plan(weft__plan_t* plan, unsigned nworkers);

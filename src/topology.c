@@ -64,6 +64,10 @@ static int topo_get(void) {
   return topo_err;
 }
 
+void* weft__topology_handle(void) {
+  return topo_get() == 0 ? (void*)topo : NULL;
+}
+
 /* The placement units: cores, or PUs where hwloc found no cores. */
 static hwloc_obj_type_t unit_type(void) {
   return hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
