@@ -47,9 +47,58 @@ typedef struct weft_job_s {
   void* arg;
 } weft_job_t;
 
+/* Where workers run (docs/topology.md). Each strategy lists the machine's
+ * PUs in the order workers take them, worker i the i-th (wrapping when
+ * there are more workers than PUs); steal order follows the hardware
+ * hierarchy whatever the strategy. WEFT_PLACEMENT=none|core|pu|cache|spill
+ * overrides the configured one. */
+typedef enum {
+  /* No binding; the OS places threads, and victims are tried in a flat
+   * order. Default worker count: one per core. */
+  WEFT_PLACEMENT_NONE = 0,
+  /* One worker per physical core, SMT siblings used only once every core
+   * has one. Default: one per core. */
+  WEFT_PLACEMENT_CORE = 1,
+  /* One worker per PU (hardware thread), in hwloc's order: SMT siblings
+   * are adjacent. Default: one per PU. */
+  WEFT_PLACEMENT_PU = 2,
+  /* Keep to the first cache domain (the cores sharing the first
+   * outermost cache, e.g. one CCD's L3; without shared caches, one NUMA
+   * node's cores): its cores, then its SMT siblings. Default: one per core
+   * of that domain. */
+  WEFT_PLACEMENT_CACHE = 3,
+  /* Fill the cache domains in order: all of the first's PUs (cores, then
+   * SMT siblings), then the next's. Default: one per PU. */
+  WEFT_PLACEMENT_SPILL = 4
+} weft_placement_t;
+
+/* Named configurations for weft_config_preset. */
+typedef enum {
+  WEFT_PRESET_THROUGHPUT = 0,
+  WEFT_PRESET_LATENCY = 1,
+  WEFT_PRESET_BACKGROUND = 2
+} weft_preset_t;
+
+/* Stack prefaulting. Stacks are bound to their worker's NUMA node where
+ * hwloc can bind memory, so every page lands there whenever touched;
+ * prefaulting moves the page faults out of the jobs, and where binding is
+ * unavailable it makes the pinned worker the first toucher. */
+typedef enum {
+  /* Pages are faulted as the stack grows (the context set-up writes the
+   * top page when the fiber is made). */
+  WEFT_STACK_PREFAULT_NONE = 0,
+  /* The top page, where the fiber starts (the whole top huge page on a huge
+   * stack). */
+  WEFT_STACK_PREFAULT_PAGE = 1,
+  /* The whole stack: fault-free jobs, at the price of the whole stack's
+   * memory for every fiber. */
+  WEFT_STACK_PREFAULT_ALL = 2
+} weft_stack_prefault_t;
+
 /* Runtime configuration. Always start from weft_config_init(). */
 typedef struct weft_config_s {
-  /* Worker threads (=0: one per physical core, discovered with hwloc). */
+  /* Worker threads (=0: as many as `placement` makes by default, one per
+   * physical core for WEFT_PLACEMENT_CORE, discovered with hwloc). */
   unsigned workers;
   /* Usable bytes of each fiber stack, rounded up to pages (=512 KiB). A
    * guard region below each stack catches overflow. */
@@ -57,8 +106,22 @@ typedef struct weft_config_s {
   /* Idle fibers each worker keeps in its pool for reuse (=16); fibers beyond
    * that go to a shared pool. Stacks are never mapped per job. */
   unsigned fibers_per_worker;
-  /* Pin each worker to its core with hwloc (=1). */
+  /* Bind each worker to its PU as `placement` says (=1). 0 means
+   * WEFT_PLACEMENT_NONE whatever `placement` holds. */
   int pin;
+  /* How workers are placed and, with workers = 0, how many there are
+   * (=WEFT_PLACEMENT_CORE). */
+  weft_placement_t placement;
+  /* Back fiber stacks with huge pages (=0; WEFT_HUGE_STACKS=1 or 0
+   * overrides): reserved hugetlb pages while any are free, else transparent
+   * huge pages, else normal pages (the stats count each). A huge stack is
+   * stack_size rounded up to whole huge pages (2 MiB on x86-64), and costs
+   * that much memory once touched. */
+  int huge_stacks;
+  /* How much of each new stack its worker faults in before the stack's
+   * first use (=WEFT_STACK_PREFAULT_NONE; WEFT_STACK_PREFAULT=none|page|all
+   * overrides). */
+  weft_stack_prefault_t stack_prefault;
 } weft_config_t;
 
 /* Job priorities: a worker takes queued high-priority work before normal,
@@ -96,6 +159,12 @@ typedef struct weft_worker_stats_s {
    * job ends, CAS retries included (a run of jobs finishing on one counter
    * shares one decrement). */
   uint64_t counter_rmws;
+  /* Stacks this worker's fibers got, by backing (see huge_stacks), and how
+   * many of them are bound to the worker's NUMA node. */
+  uint64_t stacks_hugetlb;
+  uint64_t stacks_thp;
+  uint64_t stacks_normal;
+  uint64_t stacks_bound;
 } weft_worker_stats_t;
 
 /* Runtime-wide statistics: the sum over workers, plus shared state. */
@@ -109,16 +178,32 @@ typedef struct weft_stats_s {
   uint64_t fibers_in_pool; /* idle fibers, per-worker pools + shared */
   uint64_t fibers_created; /* fibers (stacks) created in all */
   uint64_t counter_rmws;   /* summed over workers (see above) */
+  uint64_t stacks_hugetlb; /* stacks by backing, summed over workers */
+  uint64_t stacks_thp;
+  uint64_t stacks_normal;
+  uint64_t stacks_bound; /* stacks bound to their worker's NUMA node */
 } weft_stats_t;
 
 /* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL
  * when cfg is NULL. Any thread. */
 WEFT_EXTERN int weft_config_init(weft_config_t* cfg);
 
+/* weft_config_preset: sets `cfg`'s workers, placement and pin for a kind
+ * of work, leaving its other fields alone (docs/topology.md says why):
+ *   THROUGHPUT  one worker per physical core (WEFT_PLACEMENT_CORE);
+ *   LATENCY     one per core of the first cache domain (_CACHE), so
+ *               hand-offs and steals stay within one L3;
+ *   BACKGROUND  a quarter of the cores (at least one), unbound (_NONE), so
+ *               the OS fits them around the foreground threads.
+ * Returns 0, or -EINVAL (NULL cfg or unknown preset). Any thread. */
+WEFT_EXTERN int weft_config_preset(weft_config_t* cfg, weft_preset_t preset);
+
 /* weft_runtime_create: creates a runtime. `cfg` may be NULL for defaults.
  * Worker threads start lazily, on the first job, so creation is cheap.
  * Returns 0 and stores the runtime in *rt, or -EINVAL (bad config),
- * -ENOMEM. Any thread. */
+ * -ENOMEM. Any thread. The start reads WEFT_PLACEMENT and WEFT_TOPOLOGY: a
+ * bad value makes it, and so the first submission (or weft_run), fail with
+ * -EBADMSG. */
 WEFT_EXTERN int weft_runtime_create(weft_runtime_t** rt,
                                     const weft_config_t* cfg);
 

@@ -31,19 +31,58 @@ void weft__fiber_set(weft__fiber_t* f, int from, int to) {
 }
 #endif
 
-static weft__fiber_t* fiber_create(weft_runtime_t* rt) {
+/* Single writer (the stack's worker, or the thread starting the runtime,
+ * before the worker's thread exists): a relaxed load and store, no RMW. */
+static void stat_bump(atomic_uint_fast64_t* a) {
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+/* Puts a stack of worker w's on w's NUMA node: bound where hwloc binds
+ * memory (from any thread: the policy belongs to the mapping), and
+ * prefaulted only on w's own thread (`own`), which is pinned there, so
+ * that it is the first toucher. */
+static void stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
+  weft_runtime_t* rt = w->rt;
+
+  if (!s->bound && rt->plan.bind && rt->plan.pu_os_index != NULL &&
+      weft__stack_bind(s, rt->plan.pu_os_index[w->index]) > 0)
+    stat_bump(&w->stats.stacks_bound);
+  if (own)
+    weft__stack_prefault(s, (int)rt->cfg.stack_prefault);
+}
+
+/* A fiber for worker w. Called on w's thread, or (w's first fiber) by the
+ * thread starting the runtime: then w localizes it when it starts. */
+static weft__fiber_t* fiber_create(weft__worker_t* w) {
+  weft_runtime_t* rt = w->rt;
   weft__fiber_t* f = calloc(1, sizeof(*f));
   if (f == NULL)
     return NULL;
-  if (weft__stack_alloc(&f->stack, rt->cfg.stack_size) != 0) {
+  if (weft__stack_alloc(&f->stack, rt->cfg.stack_size, rt->cfg.huge_stacks) !=
+      0) {
     free(f);
     return NULL;
   }
+  /* Before the context set-up writes the top page, so that the page goes
+   * where the binding says. */
+  stack_localize(w, &f->stack, weft__worker_current() == w);
   if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size, weft__fiber_entry) !=
       0) {
     weft__stack_free(&f->stack);
     free(f);
     return NULL;
+  }
+  switch (f->stack.backing) {
+    case WEFT__STACK_HUGETLB:
+      stat_bump(&w->stats.stacks_hugetlb);
+      break;
+    case WEFT__STACK_THP:
+      stat_bump(&w->stats.stacks_thp);
+      break;
+    default:
+      stat_bump(&w->stats.stacks_normal);
+      break;
   }
   f->task.kind = WEFT__TASK_FIBER;
   f->task.pin = -1;
@@ -79,7 +118,7 @@ weft__fiber_t* weft__fiber_get(weft__worker_t* w) {
     weft__spin_unlock(&rt->fibers_lock);
   }
   if (f == NULL)
-    f = fiber_create(rt);
+    f = fiber_create(w);
   if (f != NULL) {
     weft__fiber_set(f, WEFT__FIBER_FREE, WEFT__FIBER_RUNNING);
     atomic_store_explicit(&w->stats.fibers_in_pool, w->npool,
@@ -155,6 +194,11 @@ void weft__fiber_post(void* arg) {
       break;
     case WEFT__POST_RELEASE:
       weft__fiber_release(w, f);
+      break;
+    case WEFT__POST_START:
+      /* The worker's first fiber, made before its thread ran: the thread
+       * is now pinned, and this fiber runs on the stack it localizes. */
+      stack_localize(w, &w->current->stack, true);
       break;
     default:
       break;

@@ -100,16 +100,30 @@ void weft__job_destroy_all(weft_runtime_t* rt);
 
 /* ---- stack.c: guarded fiber stacks and the overflow reporter ---------- */
 
+/* What backs a stack's pages. */
+enum { WEFT__STACK_NORMAL = 0, WEFT__STACK_THP, WEFT__STACK_HUGETLB };
+
 typedef struct weft__stack_s {
   char* map; /* whole mapping, guard included */
   size_t map_size;
-  char* lo;    /* lowest usable byte (just above the guard) */
-  size_t size; /* usable bytes */
+  char* lo;        /* lowest usable byte (just above the guard) */
+  size_t size;     /* usable bytes */
+  uint8_t backing; /* WEFT__STACK_* */
+  bool bound;      /* memory-bound to a NUMA node set */
 } weft__stack_t;
 
-int weft__stack_alloc(weft__stack_t* s, size_t size);
+/* Maps a stack of at least `size` usable bytes; `huge` asks for huge pages
+ * (hugetlb, else THP, else normal: s->backing says which). */
+int weft__stack_alloc(weft__stack_t* s, size_t size, int huge);
 void weft__stack_free(weft__stack_t* s);
 size_t weft__stack_guard_size(void);
+/* Binds the stack's memory to the NUMA nodes local to the PU with OS index
+ * `pu`, moving pages already touched. Returns 1 (bound), 0 (hwloc cannot
+ * bind memory here) or a negative errno. Any thread. */
+int weft__stack_bind(weft__stack_t* s, int pu);
+/* Faults in the stack's pages as `mode` (weft_stack_prefault_t) says,
+ * keeping their contents. On the thread that should first touch them. */
+void weft__stack_prefault(weft__stack_t* s, int mode);
 /* Installs the process-wide SIGSEGV reporter (once). */
 int weft__stack_install_handler(void);
 /* Gives the calling thread an alternate signal stack; the saved old one is
@@ -331,10 +345,20 @@ void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w);
 
 /* ---- topology.c: hwloc placement ---------------------------------------*/
 
+/* The most workers a runtime has: explicit counts above it are refused,
+ * default counts are capped to it. */
+#define WEFT__MAX_WORKERS 4096
+
 /* Where each worker goes and whom it steals from, nearest first. */
 typedef struct weft__plan_s {
   unsigned nworkers;
-  int* pu_os_index;     /* per worker: the OS PU index to pin to, or -1 */
+  weft_placement_t placement; /* as planned (NONE when hwloc failed) */
+  /* Whether threads (or memory) may be bound by this plan: false for
+   * WEFT_PLACEMENT_NONE and for a described machine (WEFT_TOPOLOGY), whose
+   * OS indexes name nothing on this one. */
+  bool bind;
+  int* pu_os_index;     /* per worker: the OS index of its PU, or -1 */
+  int* numa_os_index;   /* per worker: its first local NUMA node, or -1 */
   unsigned* near;       /* per worker: nworkers-1 victims, nearest first */
   unsigned* near_group; /* per worker: ends of the equal-distance groups */
   unsigned* ngroups;
@@ -346,8 +370,18 @@ typedef struct weft__plan_s {
 void* weft__topology_handle(void);
 /* Cores (or PUs if that is all hwloc knows) of the machine. */
 int weft__topology_cores(void);
-int weft__topology_plan(weft__plan_t* plan, unsigned nworkers);
+/* Plans `nworkers` workers (0: the placement's default count) on the
+ * process's machine (desc NULL) or on the machine `desc` describes: the
+ * path of an hwloc XML file, or an hwloc synthetic description. Fills
+ * *plan. Returns 0, -EBADMSG (desc describes no machine), -ENOMEM. */
+int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned nworkers,
+                        weft_placement_t placement);
+/* The runtime's plan: cfg's workers, placement and pin, overridden by
+ * WEFT_PLACEMENT, on the machine WEFT_TOPOLOGY describes if set. Returns
+ * as weft__topology_plan, and -EBADMSG for a bad WEFT_PLACEMENT. */
+int weft__topology_plan_config(weft__plan_t* plan, const weft_config_t* cfg);
 void weft__topology_plan_free(weft__plan_t* plan);
+/* Binds the calling thread to the worker's PU (plan->bind only). */
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);
 
 /* ---- worker.c ---------------------------------------------------------- */
@@ -360,6 +394,10 @@ typedef struct weft__wstats_s {
   atomic_uint_fast64_t fiber_switches;
   atomic_uint_fast64_t fibers_in_pool;
   atomic_uint_fast64_t counter_rmws;
+  atomic_uint_fast64_t stacks_hugetlb; /* by backing (fiber.c) */
+  atomic_uint_fast64_t stacks_thp;
+  atomic_uint_fast64_t stacks_normal;
+  atomic_uint_fast64_t stacks_bound;
 } weft__wstats_t;
 
 struct weft__worker_s {

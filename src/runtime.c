@@ -6,6 +6,7 @@
  * submitted job has finished, found by a double collect of per-worker
  * submitted/completed counts that the parking path checks.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,6 @@
 
 #define WEFT__DEFAULT_STACK (512 * 1024)
 #define WEFT__DEFAULT_POOL 16
-#define WEFT__MAX_WORKERS 4096
 
 int weft_config_init(weft_config_t* cfg) {
   if (cfg == NULL)
@@ -23,11 +23,49 @@ int weft_config_init(weft_config_t* cfg) {
   cfg->stack_size = WEFT__DEFAULT_STACK;
   cfg->fibers_per_worker = WEFT__DEFAULT_POOL;
   cfg->pin = 1;
+  cfg->placement = WEFT_PLACEMENT_CORE;
+  cfg->huge_stacks = 0;
+  cfg->stack_prefault = WEFT_STACK_PREFAULT_NONE;
+  return 0;
+}
+
+int weft_config_preset(weft_config_t* cfg, weft_preset_t preset) {
+  if (cfg == NULL)
+    return -EINVAL;
+  switch (preset) {
+    case WEFT_PRESET_THROUGHPUT:
+      /* Compute-bound jobs gain little from a core's second hardware
+       * thread, which shares its execution units and L1/L2. */
+      cfg->workers = 0;
+      cfg->placement = WEFT_PLACEMENT_CORE;
+      break;
+    case WEFT_PRESET_LATENCY:
+      /* A job handed to another worker (a steal, a resumed wait) finds its
+       * data in the shared L3; no wake-up crosses a CCD or a socket. */
+      cfg->workers = 0;
+      cfg->placement = WEFT_PLACEMENT_CACHE;
+      break;
+    case WEFT_PRESET_BACKGROUND:
+      /* Bound workers would fight the foreground threads on their cores;
+       * unbound, the scheduler moves them out of the way. */
+      cfg->workers = (unsigned)weft__topology_cores() / 4;
+      if (cfg->workers == 0)
+        cfg->workers = 1;
+      cfg->placement = WEFT_PLACEMENT_NONE;
+      break;
+    default:
+      return -EINVAL;
+  }
+  cfg->pin = 1;
   return 0;
 }
 
 static int config_check(const weft_config_t* cfg) {
   if (cfg->workers > WEFT__MAX_WORKERS)
+    return -EINVAL;
+  if ((unsigned)cfg->placement > WEFT_PLACEMENT_SPILL)
+    return -EINVAL;
+  if ((unsigned)cfg->stack_prefault > WEFT_STACK_PREFAULT_ALL)
     return -EINVAL;
   /* A stack must hold the scheduling loop plus a job's frames. */
   if (cfg->stack_size < 16 * 1024 || cfg->stack_size > ((size_t)1 << 32))
@@ -118,6 +156,36 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
   return 0;
 }
 
+/* The stack settings' environment overrides, read at the start like
+ * WEFT_PLACEMENT (topology.c) and reported the same way: a bad value fails
+ * the start with -EBADMSG and says why on stderr. */
+static int stack_config_env(weft_config_t* cfg) {
+  static const char* const prefault[] = {"none", "page", "all"};
+  const char* s = getenv("WEFT_HUGE_STACKS");
+  int i;
+
+  if (s != NULL && *s != '\0') {
+    if (strcmp(s, "0") != 0 && strcmp(s, "1") != 0) {
+      fprintf(stderr, "weft: WEFT_HUGE_STACKS=\"%s\": expected 0 or 1\n", s);
+      return -EBADMSG;
+    }
+    cfg->huge_stacks = *s == '1';
+  }
+  s = getenv("WEFT_STACK_PREFAULT");
+  if (s != NULL && *s != '\0') {
+    for (i = 0; i < 3 && strcmp(s, prefault[i]) != 0; i++)
+      continue;
+    if (i == 3) {
+      fprintf(stderr,
+              "weft: WEFT_STACK_PREFAULT=\"%s\": expected none, page or all\n",
+              s);
+      return -EBADMSG;
+    }
+    cfg->stack_prefault = (weft_stack_prefault_t)i;
+  }
+  return 0;
+}
+
 int weft__runtime_start(weft_runtime_t* rt) {
   unsigned n;
   unsigned i;
@@ -131,14 +199,17 @@ int weft__runtime_start(weft_runtime_t* rt) {
   pthread_mutex_lock(&rt->start_lock);
   if (atomic_load_explicit(&rt->state, memory_order_relaxed) != WEFT__RT_NEW)
     goto out;
-  n = rt->cfg.workers != 0 ? rt->cfg.workers : (unsigned)weft__topology_cores();
-  err = weft__stack_install_handler();
+  /* The plan comes first: with workers = 0 it says how many there are. */
+  err = weft__topology_plan_config(&rt->plan, &rt->cfg);
+  n = rt->plan.nworkers;
+  if (err == 0)
+    err = stack_config_env(&rt->cfg);
+  if (err == 0)
+    err = weft__stack_install_handler();
   if (err == 0)
     err = weft__idle_init(&rt->idle, n);
   if (err == 0)
     err = workers_alloc(rt, n);
-  if (err == 0)
-    err = weft__topology_plan(&rt->plan, n);
   if (err != 0)
     goto fail;
   /* In weft_run the calling thread becomes worker 0 itself. */

@@ -4,9 +4,12 @@
  * kernel has MADV_GUARD_INSTALL (Linux 6.13) the guard costs no extra
  * mapping; otherwise it is mprotect(PROT_NONE), which splits the mapping in
  * two (vm.max_map_count is 65530, hence stacks are pooled, never mapped per
- * job). A fault in a guard is reported by a SIGSEGV handler running on an
- * alternate signal stack, since the faulting stack itself is exhausted.
+ * job). Huge stacks are whole huge pages, 2 MiB-aligned, backed by hugetlb
+ * or THP; stacks can be bound to a NUMA node and prefaulted. A fault in a
+ * guard is reported by a SIGSEGV handler running on an alternate signal
+ * stack, since the faulting stack itself is exhausted.
  */
+#include <hwloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +22,17 @@
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102
 #endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
 
 #define WEFT__GUARD_PAGES 4
+/* Larger huge pages (arm64 with 64 KiB base pages has 512 MiB ones) would
+ * make every stack that big: such machines get normal stacks. */
+#define WEFT__HUGE_MAX (32u << 20)
 
 static size_t page_size(void) {
   static size_t cached;
@@ -37,35 +49,246 @@ size_t weft__stack_guard_size(void) {
  * thread computes the same answer, so a race only repeats the probe. */
 static atomic_int guard_madvise;
 
-int weft__stack_alloc(weft__stack_t* s, size_t size) {
+/* Makes [map, map + guard) a guard in a read-write mapping. */
+static int guard_install(char* map, size_t guard) {
+  int mode = atomic_load_explicit(&guard_madvise, memory_order_relaxed);
+  if (mode >= 0 && madvise(map, guard, MADV_GUARD_INSTALL) == 0) {
+    if (mode == 0)
+      atomic_store_explicit(&guard_madvise, 1, memory_order_relaxed);
+    return 0;
+  }
+  if (mode == 0)
+    atomic_store_explicit(&guard_madvise, -1, memory_order_relaxed);
+  return mprotect(map, guard, PROT_NONE) == 0 ? 0 : -ENOMEM;
+}
+
+/* ---- huge pages ---------------------------------------------------------- */
+
+static pthread_once_t huge_once = PTHREAD_ONCE_INIT;
+static size_t huge_size; /* the PMD huge page size, or 0: no huge stacks */
+static int huge_shift;   /* log2(huge_size), for MAP_HUGE_* */
+static bool thp_on;      /* THP is "always" or "madvise" */
+
+/* Reads a sysfs file's first line into buf; returns false if it can't. */
+static bool read_line(const char* path, char* buf, size_t len) {
+  FILE* f = fopen(path, "re");
+  bool ok;
+  if (f == NULL)
+    return false;
+  ok = fgets(buf, (int)len, f) != NULL;
+  fclose(f);
+  return ok;
+}
+
+static void huge_probe(void) {
+  char buf[128];
+  size_t hp = 0;
+
+  if (read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf,
+                sizeof(buf)))
+    hp = (size_t)strtoull(buf, NULL, 10);
+  /* Without THP's file, hugetlb alone may still be there: its x86-64 and
+   * arm64 (4 KiB base pages) size. */
+  if (hp == 0 && page_size() == 4096)
+    hp = 2u << 20;
+  if (hp <= page_size() || hp > WEFT__HUGE_MAX || (hp & (hp - 1)) != 0)
+    return;
+  huge_size = hp;
+  while (((size_t)1 << huge_shift) < hp)
+    huge_shift++;
+  /* "always [madvise] never": the bracketed word is the mode. With "never"
+   * MADV_HUGEPAGE succeeds and does nothing, so it must be read here. */
+  thp_on =
+      read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf,
+                sizeof(buf)) &&
+      (strstr(buf, "[always]") != NULL || strstr(buf, "[madvise]") != NULL);
+}
+
+/* Maps guard + usable bytes with the usable part huge-page-aligned: maps
+ * a huge page more and trims it off both ends. Returns the usable part's
+ * start, or NULL. No MAP_STACK, here or below: since Linux 6.7 it sets
+ * VM_NOHUGEPAGE. */
+static char* map_aligned(size_t guard, size_t usable, int prot) {
+  size_t span = guard + usable + huge_size;
+  char* r;
+  char* lo;
+  char* end;
+
+  r = mmap(NULL, span, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+           0);
+  if (r == MAP_FAILED)
+    return NULL;
+  lo = (char*)(((uintptr_t)r + guard + huge_size - 1) &
+               ~(uintptr_t)(huge_size - 1));
+  end = lo + usable;
+  if (lo - guard > r)
+    munmap(r, (size_t)(lo - guard - r));
+  if (r + span > end)
+    munmap(end, (size_t)(r + span - end));
+  return lo;
+}
+
+static void stack_set(weft__stack_t* s, char* lo, size_t guard, size_t usable,
+                      int backing) {
+  s->map = lo - guard;
+  s->map_size = guard + usable;
+  s->lo = lo;
+  s->size = usable;
+  s->backing = (uint8_t)backing;
+  s->bound = false;
+}
+
+/* Huge stacks: the stack [lo, lo + usable) is huge-page-aligned and a whole
+ * number of huge pages, and the guard is the `guard` bytes just below lo, in
+ * the huge page below, of which nothing else is mapped. A guard inside the
+ * stack's lowest huge page would keep that page from ever being huge
+ * (hugetlb cannot protect less than a huge page; THP cannot map a huge page
+ * over a guard or a protection change), and with the default 512 KiB
+ * rounded up to one huge page the whole stack would lose. Below lo it
+ * costs nothing: hugetlb's guard is a small-page PROT_NONE mapping of its
+ * own; THP's stack and guard are one mapping (MADV_GUARD_INSTALL) whose
+ * first huge-page-sized block is incomplete, so only the stack's blocks can
+ * be huge.
+ *
+ * hugetlb: returns 0, 1 when no huge page is free (or the kernel has no
+ * hugetlb), or -ENOMEM. */
+static int alloc_hugetlb(weft__stack_t* s, size_t guard, size_t usable) {
+  char* lo = map_aligned(guard, usable, PROT_NONE);
+  char* p;
+
+  if (lo == NULL)
+    return -ENOMEM;
+  /* The guard stays reserved; the stack's range becomes a hole that only a
+   * NOREPLACE mapping fills: a failed MAP_FIXED mmap may already have
+   * unmapped what it was to replace (Linux 6.x does), after which another
+   * thread may own the range. The mmap reserves the huge pages: ENOMEM
+   * when too few are free. */
+  munmap(lo, usable);
+  p = mmap(lo, usable, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_HUGETLB |
+               (huge_shift << MAP_HUGE_SHIFT),
+           -1, 0);
+  if (p != lo) {
+    /* A kernel before 4.17 takes NOREPLACE as a hint, and may map
+     * elsewhere. */
+    if (p != MAP_FAILED)
+      munmap(p, usable);
+    munmap(lo - guard, guard);
+    return 1;
+  }
+  stack_set(s, lo, guard, usable, WEFT__STACK_HUGETLB);
+  return 0;
+}
+
+/* THP: returns 0, 1 when THP is off, or -ENOMEM. */
+static int alloc_thp(weft__stack_t* s, size_t guard, size_t usable) {
+  char* lo;
+
+  if (!thp_on)
+    return 1;
+  lo = map_aligned(guard, usable, PROT_READ | PROT_WRITE);
+  if (lo == NULL)
+    return -ENOMEM;
+  if (madvise(lo - guard, guard + usable, MADV_HUGEPAGE) != 0) {
+    munmap(lo - guard, guard + usable);
+    return 1;
+  }
+  if (guard_install(lo - guard, guard) != 0) {
+    munmap(lo - guard, guard + usable);
+    return -ENOMEM;
+  }
+  stack_set(s, lo, guard, usable, WEFT__STACK_THP);
+  return 0;
+}
+
+int weft__stack_alloc(weft__stack_t* s, size_t size, int huge) {
   size_t pg = page_size();
   size_t guard = weft__stack_guard_size();
   size_t usable = (size + pg - 1) & ~(pg - 1);
   char* map;
-  int mode;
+  int err;
 
+  if (huge) {
+    pthread_once(&huge_once, huge_probe);
+    if (huge_size != 0) {
+      size_t hp_usable = (size + huge_size - 1) & ~(huge_size - 1);
+      err = alloc_hugetlb(s, guard, hp_usable);
+      if (err > 0)
+        err = alloc_thp(s, guard, hp_usable);
+      if (err <= 0)
+        return err;
+    }
+  }
   map = mmap(NULL, usable + guard, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (map == MAP_FAILED)
     return -ENOMEM;
-
-  mode = atomic_load_explicit(&guard_madvise, memory_order_relaxed);
-  if (mode >= 0 && madvise(map, guard, MADV_GUARD_INSTALL) == 0) {
-    if (mode == 0)
-      atomic_store_explicit(&guard_madvise, 1, memory_order_relaxed);
-  } else {
-    if (mode == 0)
-      atomic_store_explicit(&guard_madvise, -1, memory_order_relaxed);
-    if (mprotect(map, guard, PROT_NONE) != 0) {
-      munmap(map, usable + guard);
-      return -ENOMEM;
-    }
+  if (guard_install(map, guard) != 0) {
+    munmap(map, usable + guard);
+    return -ENOMEM;
   }
-  s->map = map;
-  s->map_size = usable + guard;
-  s->lo = map + guard;
-  s->size = usable;
+  stack_set(s, map + guard, guard, usable, WEFT__STACK_NORMAL);
   return 0;
+}
+
+int weft__stack_bind(weft__stack_t* s, int pu) {
+  hwloc_topology_t topo = weft__topology_handle();
+  const struct hwloc_topology_support* sup;
+  hwloc_obj_t obj;
+  int flags = HWLOC_MEMBIND_BYNODESET;
+
+  if (topo == NULL || pu < 0)
+    return 0;
+  sup = hwloc_topology_get_support(topo);
+  if (!sup->membind->set_area_membind || !sup->membind->bind_membind)
+    return 0;
+  /* NUMA nodes are memory children in hwloc 2, not ancestors: the PU's
+   * nodeset names its local ones. */
+  obj = hwloc_get_pu_obj_by_os_index(topo, (unsigned)pu);
+  if (obj == NULL || obj->nodeset == NULL || hwloc_bitmap_iszero(obj->nodeset))
+    return 0;
+  /* A worker's first stack is bound after its set-up wrote the top page. */
+  if (sup->membind->migrate_membind)
+    flags |= HWLOC_MEMBIND_MIGRATE;
+  /* The whole mapping, guard included: binding part of it would split it.
+   * Not HWLOC_MEMBIND_STRICT: hwloc then asks Linux for a preferred policy,
+   * so a node out of memory (or of free huge pages) falls back to another
+   * node instead of failing a stack fault, which has no way to report it
+   * but SIGBUS. hwloc_alloc_membind would do the same mmap and mbind, but
+   * without the huge pages, the alignment and the guard. */
+  if (hwloc_set_area_membind(topo, s->map, s->map_size, obj->nodeset,
+                             HWLOC_MEMBIND_BIND, flags) != 0)
+    return errno != 0 ? -errno : -ENOSYS;
+  s->bound = true;
+  return 1;
+}
+
+/* The fallback of MADV_POPULATE_WRITE (Linux 5.14): a write of what is
+ * there to each page. Not instrumented: on a worker's first stack it runs
+ * across the live frames' redzones. */
+__attribute__((no_sanitize_address)) static void touch_pages(char* from,
+                                                             char* to,
+                                                             size_t pg) {
+  for (; from < to; from += pg) {
+    volatile char* p = from;
+    *p = *p;
+  }
+}
+
+void weft__stack_prefault(weft__stack_t* s, int mode) {
+  size_t unit = s->backing == WEFT__STACK_NORMAL ? page_size() : huge_size;
+  char* hi = s->lo + s->size;
+  char* from;
+
+  if (mode == WEFT_STACK_PREFAULT_PAGE)
+    from = hi - unit;
+  else if (mode == WEFT_STACK_PREFAULT_ALL)
+    from = s->lo;
+  else
+    return;
+  /* Keeps the contents: the stack may hold a context's first frame. */
+  if (madvise(from, (size_t)(hi - from), MADV_POPULATE_WRITE) != 0)
+    touch_pages(from, hi, page_size());
 }
 
 void weft__stack_free(weft__stack_t* s) {

@@ -17,6 +17,10 @@ static void worker_read(weft__worker_t* w, weft_worker_stats_t* s) {
   s->fiber_switches = rd(&w->stats.fiber_switches);
   s->fibers_in_pool = rd(&w->stats.fibers_in_pool);
   s->counter_rmws = rd(&w->stats.counter_rmws);
+  s->stacks_hugetlb = rd(&w->stats.stacks_hugetlb);
+  s->stacks_thp = rd(&w->stats.stacks_thp);
+  s->stacks_normal = rd(&w->stats.stacks_normal);
+  s->stacks_bound = rd(&w->stats.stacks_bound);
 }
 
 static bool started(weft_runtime_t* rt) {
@@ -43,6 +47,10 @@ int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {
     s->fiber_switches += ws.fiber_switches;
     s->fibers_in_pool += ws.fibers_in_pool;
     s->counter_rmws += ws.counter_rmws;
+    s->stacks_hugetlb += ws.stacks_hugetlb;
+    s->stacks_thp += ws.stacks_thp;
+    s->stacks_normal += ws.stacks_normal;
+    s->stacks_bound += ws.stacks_bound;
   }
   weft__spin_lock(&rt->fibers_lock);
   s->fibers_in_pool += rt->nshared;

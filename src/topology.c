@@ -1,14 +1,18 @@
 /* topology.c: where workers run and whom they steal from, from hwloc.
  *
- * The machine's topology is discovered once per process (it takes a few
- * milliseconds) and kept. A plan puts worker i on core i (wrapping when
- * there are more workers than cores) and orders every worker's victims by
- * closeness: workers whose cores share a deeper hwloc ancestor (a cache, a
- * NUMA-bearing group, a package) come first. Binding a thread does nothing
- * on a synthetic topology, so tests check plans, not affinity.
+ * A placement strategy lists the machine's PUs in the order workers take
+ * them (worker i gets entry i, wrapping), and every worker's victims are
+ * ordered by closeness: the same PU, the same core, a shared cache, the same
+ * NUMA node, the same package, then the rest. Plans are made against the
+ * process's machine, loaded once, or against one WEFT_TOPOLOGY describes,
+ * which is never bound to. docs/topology.md explains the strategies.
  */
 #include <hwloc.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -38,14 +42,18 @@ __attribute__((constructor)) static void topology_preinit(void) {
   unsetenv("HWLOC_PLUGINS_BLACKLIST");
 }
 
+/* Only what placement needs: no I/O devices, no instruction caches. */
+static void topo_filter(hwloc_topology_t t) {
+  hwloc_topology_set_io_types_filter(t, HWLOC_TYPE_FILTER_KEEP_NONE);
+  hwloc_topology_set_icache_types_filter(t, HWLOC_TYPE_FILTER_KEEP_NONE);
+}
+
 static void topo_load(void) {
   if (!topo_inited && hwloc_topology_init(&topo) != 0) {
     topo_err = -ENOMEM;
     return;
   }
-  /* Only what placement needs: no I/O devices, no instruction caches. */
-  hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_NONE);
-  hwloc_topology_set_icache_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_NONE);
+  topo_filter(topo);
 #if HWLOC_API_VERSION >= 0x00020100
   /* On Linux, sysfs tells cores, packages, caches and NUMA nodes; the x86
    * backend's CPUID walk adds nothing placement needs and a third of the
@@ -68,122 +76,373 @@ void* weft__topology_handle(void) {
   return topo_get() == 0 ? (void*)topo : NULL;
 }
 
+/* A described machine: an hwloc XML file when `desc` names a regular file,
+ * else a synthetic description ("pack:2 core:8 pu:2"). Loaded afresh for
+ * every plan, so one process can plan against several machines (tests do),
+ * while the process's own topology stays loaded once. */
+static int topo_load_described(const char* desc, hwloc_topology_t* out) {
+  hwloc_topology_t t;
+  struct stat st;
+  int rc;
+
+  if (hwloc_topology_init(&t) != 0)
+    return -ENOMEM;
+  topo_filter(t);
+  if (stat(desc, &st) == 0 && S_ISREG(st.st_mode))
+    rc = hwloc_topology_set_xml(t, desc);
+  else
+    rc = hwloc_topology_set_synthetic(t, desc);
+  if (rc == 0)
+    rc = hwloc_topology_load(t);
+  if (rc != 0) {
+    hwloc_topology_destroy(t);
+    return -EBADMSG;
+  }
+  *out = t;
+  return 0;
+}
+
 /* The placement units: cores, or PUs where hwloc found no cores. */
-static hwloc_obj_type_t unit_type(void) {
-  return hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
-                                                            : HWLOC_OBJ_PU;
+static hwloc_obj_type_t core_type(hwloc_topology_t t) {
+  return hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
+                                                         : HWLOC_OBJ_PU;
 }
 
 int weft__topology_cores(void) {
   int n;
   if (topo_get() != 0)
     return 1;
-  n = hwloc_get_nbobjs_by_type(topo, unit_type());
+  n = hwloc_get_nbobjs_by_type(topo, core_type(topo));
   return n > 0 ? n : 1;
+}
+
+/* The cache domain of a core, which WEFT_PLACEMENT_CACHE keeps to and
+ * WEFT_PLACEMENT_SPILL fills one at a time: its outermost data cache (the
+ * L3 of a CCD or a package) if other cores share it. Without one, the
+ * largest part of its package local to the same NUMA nodes: in hwloc 2
+ * NUMA nodes are memory children, not ancestors, so locality is compared
+ * by nodeset. */
+static hwloc_obj_t cache_domain(hwloc_topology_t t, hwloc_obj_type_t ctype,
+                                hwloc_obj_t core) {
+  hwloc_obj_t llc = NULL;
+  hwloc_obj_t o;
+
+  for (o = core->parent; o != NULL; o = o->parent)
+    if (hwloc_obj_type_is_dcache(o->type))
+      llc = o;
+  if (llc != NULL &&
+      hwloc_get_nbobjs_inside_cpuset_by_type(t, llc->cpuset, ctype) > 1)
+    return llc;
+  o = core;
+  while (o->type != HWLOC_OBJ_PACKAGE && o->parent != NULL &&
+         hwloc_bitmap_isequal(o->parent->nodeset, core->nodeset))
+    o = o->parent;
+  return o;
+}
+
+/* The machine's PUs in logical order, each with its place in its core
+ * (0 for the first PU, 1 for its SMT sibling...) and its cache domain's
+ * number (domains numbered in logical order). */
+typedef struct {
+  hwloc_obj_t* pu;
+  unsigned* rank;
+  unsigned* domain;
+  unsigned npus;
+  unsigned ncores;
+} pus_t;
+
+static void pus_free(pus_t* p) {
+  free(p->pu);
+  free(p->rank);
+  free(p->domain);
+}
+
+static int pus_get(hwloc_topology_t t, pus_t* p) {
+  hwloc_obj_type_t ctype = core_type(t);
+  hwloc_obj_t* domains;
+  hwloc_obj_t core = NULL;
+  unsigned ndomains = 0;
+  unsigned d = 0;
+  unsigned i;
+  int n = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_PU);
+
+  memset(p, 0, sizeof(*p));
+  if (n <= 0)
+    return 0;
+  p->npus = (unsigned)n;
+  p->pu = calloc(p->npus, sizeof(*p->pu));
+  p->rank = calloc(p->npus, sizeof(*p->rank));
+  p->domain = calloc(p->npus, sizeof(*p->domain));
+  domains = calloc(p->npus, sizeof(*domains));
+  if (p->pu == NULL || p->rank == NULL || p->domain == NULL ||
+      domains == NULL) {
+    free(domains);
+    pus_free(p);
+    return -ENOMEM;
+  }
+  for (i = 0; i < p->npus; i++) {
+    hwloc_obj_t pu = hwloc_get_obj_by_type(t, HWLOC_OBJ_PU, i);
+    hwloc_obj_t c = hwloc_get_ancestor_obj_by_type(t, ctype, pu);
+    if (c == NULL)
+      c = pu;
+    p->pu[i] = pu;
+    /* A core's PUs are consecutive in logical order. */
+    if (c == core) {
+      p->rank[i] = p->rank[i - 1] + 1;
+    } else {
+      hwloc_obj_t dom = cache_domain(t, ctype, c);
+      core = c;
+      p->ncores++;
+      for (d = 0; d < ndomains && domains[d] != dom; d++)
+        ;
+      if (d == ndomains)
+        domains[ndomains++] = dom;
+    }
+    p->domain[i] = d;
+  }
+  free(domains);
+  return 0;
+}
+
+/* Appends to order[] the PUs of domain `dom` (all domains if -1) a round at
+ * a time: the first PU of every core, then the second PU of every core that
+ * has one, and so on, so that SMT siblings are taken only once every core
+ * has a worker. Returns the new length; *cores gets the round-0 count. */
+static unsigned add_rounds(const pus_t* p, int dom, hwloc_obj_t* order,
+                           unsigned len, unsigned* cores) {
+  unsigned r;
+  unsigned i;
+  unsigned start = len;
+  unsigned before;
+
+  *cores = 0;
+  for (r = 0;; r++) {
+    before = len;
+    for (i = 0; i < p->npus; i++)
+      if (p->rank[i] == r && (dom < 0 || p->domain[i] == (unsigned)dom))
+        order[len++] = p->pu[i];
+    if (r == 0)
+      *cores = len - start;
+    if (len == before)
+      return len;
+  }
+}
+
+/* The PUs workers take, in order, for `placement`, and how many workers
+ * the strategy makes by default. Returns the list's length. */
+static unsigned placement_order(const pus_t* p, weft_placement_t placement,
+                                hwloc_obj_t* order, unsigned* dflt) {
+  unsigned len = 0;
+  unsigned cores;
+  unsigned i;
+
+  switch (placement) {
+    case WEFT_PLACEMENT_PU:
+      for (i = 0; i < p->npus; i++)
+        order[len++] = p->pu[i];
+      *dflt = len;
+      break;
+    case WEFT_PLACEMENT_CACHE:
+      len = add_rounds(p, 0, order, 0, dflt);
+      break;
+    case WEFT_PLACEMENT_SPILL:
+      /* A whole domain, SMT siblings included, before the next, so that a
+       * given number of workers spans as few L3s as it can. Every PU is in
+       * one of the first npus domains. */
+      for (i = 0; len < p->npus && i < p->npus; i++)
+        len = add_rounds(p, (int)i, order, len, &cores);
+      *dflt = len;
+      break;
+    default: /* WEFT_PLACEMENT_CORE */
+      len = add_rounds(p, -1, order, 0, dflt);
+      break;
+  }
+  return len;
 }
 
 typedef struct {
   unsigned worker;
-  int depth; /* depth of the common ancestor: larger is nearer */
+  int key; /* larger is nearer */
 } victim_t;
 
 static int by_nearness(const void* a, const void* b) {
   const victim_t* x = a;
   const victim_t* y = b;
-  if (x->depth != y->depth)
-    return y->depth - x->depth;
+  if (x->key != y->key)
+    return y->key - x->key;
   return (int)x->worker - (int)y->worker;
 }
 
-int weft__topology_plan(weft__plan_t* plan, unsigned n) {
-  hwloc_obj_t* units = NULL;
+/* How near PUs a and b are: first whether they have the same local NUMA
+ * nodes, then the depth of their common ancestor (PU, core, L2, L3, a
+ * group, the package, the machine: deeper is nearer). The depth alone
+ * orders NUMA nodes wherever hwloc hangs one off each CPU-side object (a
+ * group it makes if need be); the nodesets keep victims that share local
+ * memory first where memory is attached unevenly. */
+static int nearness(hwloc_topology_t t, hwloc_obj_t a, hwloc_obj_t b) {
+  hwloc_obj_t c = a == b ? a : hwloc_get_common_ancestor_obj(t, a, b);
+  int same_numa = hwloc_bitmap_isequal(a->nodeset, b->nodeset);
+  return same_numa * 4096 + (c != NULL ? c->depth : 0);
+}
+
+void weft__topology_plan_free(weft__plan_t* plan) {
+  free(plan->pu_os_index);
+  free(plan->numa_os_index);
+  free(plan->near);
+  free(plan->near_group);
+  free(plan->ngroups);
+  memset(plan, 0, sizeof(*plan));
+}
+
+int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
+                        weft_placement_t placement) {
+  hwloc_topology_t t = NULL;
+  hwloc_topology_t described = NULL;
+  hwloc_obj_t* order = NULL;
+  hwloc_obj_t* unit = NULL;
   victim_t* v = NULL;
-  unsigned nunits;
+  pus_t p;
+  unsigned len = 0;
+  unsigned dflt = 1;
+  unsigned nv;
   unsigned i;
   unsigned j;
   unsigned k;
-  hwloc_obj_type_t type;
   int err;
 
-  plan->nworkers = n;
-  plan->pu_os_index = calloc(n, sizeof(*plan->pu_os_index));
-  plan->near = calloc(n * (n > 1 ? n - 1 : 1), sizeof(*plan->near));
-  plan->near_group = calloc(n * (n > 1 ? n - 1 : 1), sizeof(*plan->near));
-  plan->ngroups = calloc(n, sizeof(*plan->ngroups));
-  units = calloc(n, sizeof(*units));
-  v = calloc(n, sizeof(*v));
-  if (plan->pu_os_index == NULL || plan->near == NULL ||
-      plan->near_group == NULL || plan->ngroups == NULL || units == NULL ||
-      v == NULL) {
-    err = -ENOMEM;
-    goto fail;
+  memset(plan, 0, sizeof(*plan));
+  memset(&p, 0, sizeof(p));
+  if (desc != NULL) {
+    err = topo_load_described(desc, &described);
+    if (err != 0)
+      return err;
+    t = described;
+  } else if (placement != WEFT_PLACEMENT_NONE || n == 0) {
+    /* Without hwloc the runtime still works: unbound, in a flat order. */
+    if (topo_get() == 0)
+      t = topo;
   }
 
-  err = topo_get();
-  type = unit_type();
-  nunits = err == 0 ? (unsigned)hwloc_get_nbobjs_by_type(topo, type) : 0;
-  for (i = 0; i < n; i++) {
-    units[i] =
-        nunits > 0 ? hwloc_get_obj_by_type(topo, type, i % nunits) : NULL;
-    plan->pu_os_index[i] = -1;
-    if (units[i] != NULL) {
-      hwloc_obj_t pu = hwloc_get_obj_inside_cpuset_by_type(
-          topo, units[i]->cpuset, HWLOC_OBJ_PU, 0);
-      if (pu != NULL)
-        plan->pu_os_index[i] = (int)pu->os_index;
+  if (t != NULL) {
+    err = pus_get(t, &p);
+    if (err != 0)
+      goto out;
+    if (placement == WEFT_PLACEMENT_NONE) {
+      dflt = p.ncores;
+    } else if (p.npus > 0) {
+      order = calloc(p.npus, sizeof(*order));
+      if (order == NULL) {
+        err = -ENOMEM;
+        goto out;
+      }
+      len = placement_order(&p, placement, order, &dflt);
     }
   }
+  if (n == 0)
+    n = dflt > 0 ? dflt : 1;
+  if (n > WEFT__MAX_WORKERS)
+    n = WEFT__MAX_WORKERS;
+
+  nv = n > 1 ? n - 1 : 1;
+  plan->nworkers = n;
+  plan->placement = len > 0 ? placement : WEFT_PLACEMENT_NONE;
+  plan->bind = len > 0 && described == NULL;
+  plan->pu_os_index = calloc(n, sizeof(*plan->pu_os_index));
+  plan->numa_os_index = calloc(n, sizeof(*plan->numa_os_index));
+  plan->near = calloc((size_t)n * nv, sizeof(*plan->near));
+  plan->near_group = calloc((size_t)n * nv, sizeof(*plan->near_group));
+  plan->ngroups = calloc(n, sizeof(*plan->ngroups));
+  unit = calloc(n, sizeof(*unit));
+  v = calloc(n, sizeof(*v));
+  if (plan->pu_os_index == NULL || plan->numa_os_index == NULL ||
+      plan->near == NULL || plan->near_group == NULL || plan->ngroups == NULL ||
+      unit == NULL || v == NULL) {
+    err = -ENOMEM;
+    goto out;
+  }
 
   for (i = 0; i < n; i++) {
-    unsigned* near = plan->near + (size_t)i * (n - 1);
-    unsigned* grp = plan->near_group + (size_t)i * (n - 1);
+    unit[i] = len > 0 ? order[i % len] : NULL;
+    plan->pu_os_index[i] = unit[i] != NULL ? (int)unit[i]->os_index : -1;
+    plan->numa_os_index[i] =
+        unit[i] != NULL ? hwloc_bitmap_first(unit[i]->nodeset) : -1;
+  }
+
+  for (i = 0; i < n; i++) {
+    unsigned* near = plan->near + (size_t)i * nv;
+    unsigned* grp = plan->near_group + (size_t)i * nv;
     k = 0;
     for (j = 0; j < n; j++) {
       if (j == i)
         continue;
       v[k].worker = j;
-      v[k].depth = 0;
-      if (units[i] != NULL && units[j] != NULL) {
-        hwloc_obj_t a = units[i] == units[j] ? units[i]
-                                             : hwloc_get_common_ancestor_obj(
-                                                   topo, units[i], units[j]);
-        v[k].depth = a != NULL ? a->depth : 0;
-      }
+      v[k].key = unit[i] != NULL ? nearness(t, unit[i], unit[j]) : 0;
       k++;
     }
     qsort(v, k, sizeof(*v), by_nearness);
-    plan->ngroups[i] = 0;
     for (j = 0; j < k; j++) {
       near[j] = v[j].worker;
-      if (j + 1 == k || v[j + 1].depth != v[j].depth)
+      if (j + 1 == k || v[j + 1].key != v[j].key)
         grp[plan->ngroups[i]++] = j + 1;
     }
   }
-  free(units);
-  free(v);
-  return 0;
+  err = 0;
 
-fail:
-  free(units);
+out:
+  if (err != 0)
+    weft__topology_plan_free(plan);
+  free(unit);
   free(v);
-  weft__topology_plan_free(plan);
+  free(order);
+  pus_free(&p);
+  if (described != NULL)
+    hwloc_topology_destroy(described);
   return err;
 }
 
-void weft__topology_plan_free(weft__plan_t* plan) {
-  free(plan->pu_os_index);
-  free(plan->near);
-  free(plan->near_group);
-  free(plan->ngroups);
-  plan->pu_os_index = NULL;
-  plan->near = NULL;
-  plan->near_group = NULL;
-  plan->ngroups = NULL;
+static int placement_parse(const char* s, weft_placement_t* out) {
+  static const char* const names[] = {"none", "core", "pu", "cache", "spill"};
+  unsigned i;
+  for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+    if (strcasecmp(s, names[i]) == 0) {
+      *out = (weft_placement_t)i;
+      return 0;
+    }
+  return -EBADMSG;
+}
+
+int weft__topology_plan_config(weft__plan_t* plan, const weft_config_t* cfg) {
+  weft_placement_t placement = cfg->pin ? cfg->placement : WEFT_PLACEMENT_NONE;
+  const char* s = getenv("WEFT_PLACEMENT");
+  const char* desc = getenv("WEFT_TOPOLOGY");
+  int err;
+
+  /* Read at every start, so a process can change them between runtimes
+   * (never while one starts: getenv races with setenv). The start is the
+   * first place that can report a bad value, and its error code cannot say
+   * which variable held it: stderr does. */
+  if (s != NULL && *s != '\0' && placement_parse(s, &placement) != 0) {
+    memset(plan, 0, sizeof(*plan));
+    fprintf(stderr,
+            "weft: WEFT_PLACEMENT=\"%s\": expected none, core, pu, cache or "
+            "spill\n",
+            s);
+    return -EBADMSG;
+  }
+  if (desc != NULL && *desc == '\0')
+    desc = NULL;
+  err = weft__topology_plan(plan, desc, cfg->workers, placement);
+  if (err == -EBADMSG)
+    fprintf(stderr,
+            "weft: WEFT_TOPOLOGY=\"%s\": neither an hwloc XML file nor a "
+            "valid hwloc synthetic description\n",
+            desc);
+  return err;
 }
 
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker) {
   hwloc_obj_t pu;
-  if (plan->pu_os_index == NULL || plan->pu_os_index[worker] < 0)
+  if (!plan->bind || plan->pu_os_index == NULL || plan->pu_os_index[worker] < 0)
     return -EINVAL;
   if (topo_get() != 0)
     return topo_err;

@@ -402,7 +402,7 @@ void weft__worker_run_here(weft__worker_t* w) {
 
   weft__worker_set_current(w);
   weft__stack_thread_init(&w->altstack);
-  if (w->rt->cfg.pin)
+  if (w->rt->plan.bind)
     weft__topology_pin_self(&w->rt->plan, w->index);
   w->rng = 0x9E3779B97F4A7C15ull * (w->index + 1);
   weft__ctx_init_thread(&w->native);

@@ -20,7 +20,8 @@
   XX(ERANGE, "value out of range")                                             \
   XX(ENOSYS, "not supported on this platform")                                 \
   XX(ECANCELED, "operation canceled")                                          \
-  XX(ETIMEDOUT, "operation timed out")
+  XX(ETIMEDOUT, "operation timed out")                                         \
+  XX(EBADMSG, "bad value in a WEFT_* environment variable (stderr names it)")
 
 #define WEFT_EINVAL (-EINVAL)
 #define WEFT_ENOMEM (-ENOMEM)
@@ -33,5 +34,6 @@
 #define WEFT_ENOSYS (-ENOSYS)
 #define WEFT_ECANCELED (-ECANCELED)
 #define WEFT_ETIMEDOUT (-ETIMEDOUT)
+#define WEFT_EBADMSG (-EBADMSG)
 
 #endif /* WEFT_ERRNO_H_ */
