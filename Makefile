@@ -81,6 +81,7 @@ test-tsan: tsan
 # check) under memcheck with smaller stress sizes.
 VALGRIND := valgrind;--error-exitcode=99;--fair-sched=yes;--quiet;--child-silent-after-fork=yes
 VALGRIND := $(VALGRIND);--leak-check=full;--errors-for-leak-kinds=definite
+VALGRIND := $(VALGRIND);--suppressions=$(CURDIR)/tests/valgrind.supp
 build-valgrind/CMakeCache.txt: | deps
 	cmake -S . -B build-valgrind -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DWEFT_BUILD_BENCH=OFF -DWEFT_BUILD_EXAMPLES=OFF \
