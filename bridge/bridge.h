@@ -169,5 +169,7 @@ void weft__uv_submit_close(weft_uv_t* b);
 bool weft__uv_submit_posted(weft_uv_t* b);
 /* Frees the records (every worker is gone). */
 void weft__uv_submit_free(weft_uv_t* b);
+/* rt->embedded_done: a submission's job returned on worker w. */
+void weft__uv_submit_done(void* bridge, weft__job_t* j, weft__worker_t* w);
 
 #endif /* WEFT_BRIDGE_H_ */

@@ -311,7 +311,7 @@ static weft__uv_op_t* drain(weft_uv_t* b, weft__uv_op_t* replace) {
   /* Acquire pairs with the posters' release CAS. seq_cst for the closing
    * exchange: with the later load of `posters` it forms the Dekker pair
    * with a poster's increment of `posters` and its load of head
-   * (weft__uv_op_post, submit_job): one of the two sees the other. */
+   * (weft__uv_op_post, weft__uv_submit_done): one of the two sees the other. */
   /* Only this thread writes WEFT__UV_CLOSED: a relaxed look is exact, and
    * a closed queue must stay closed. */
   if (atomic_load_explicit(&b->head, memory_order_relaxed) == WEFT__UV_CLOSED)
@@ -647,6 +647,7 @@ static void publish(weft_uv_t* b) {
   b->rt->bridge = b;
   b->rt->bridge_stop = bridge_stop;
   b->rt->bridge_free = bridge_free;
+  b->rt->embedded_done = weft__uv_submit_done;
 }
 
 int weft_uv_start(weft_runtime_t* rt, weft_uv_t** out) {

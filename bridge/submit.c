@@ -24,20 +24,22 @@ enum {
   SUBMIT_CANCELLED    /* after_cb reported UV_ECANCELED; the job may run */
 };
 
+/* One cache line: the loop fills a record while a worker may be pushing
+ * the one next to it, and a million of them in flight are 64 MB to fault
+ * in, not 88. job.fn and job.arg are the user's; job.aux is the state
+ * (loop thread only); job.task.next links the record in an outbox, in the
+ * loop's ready list or in the free list. */
 struct weft__uv_submit_s {
-  weft__job_t job; /* job.task.next links the record in an outbox, in the
-                    * loop's ready list or in the free list */
-  weft_job_cb fn;
-  void* arg;
+  _Alignas(WEFT__CACHE_LINE) weft__job_t job;
   weft_uv_after_cb after_cb;
-  weft_uv_t* bridge;
-  int state; /* loop thread only */
 };
+_Static_assert(sizeof(weft__uv_submit_t) == WEFT__CACHE_LINE,
+               "a submit record is one cache line");
 
 struct weft__uv_slab_s {
   weft__uv_slab_t* next;
   size_t n;
-  weft__uv_submit_t rec[];
+  weft__uv_submit_t rec[]; /* from the next cache line */
 };
 
 /* Slabs double from SLAB_MIN records up to SLAB_MAX (1.4 MiB), so a burst
@@ -72,14 +74,14 @@ static weft__uv_submit_t* rec_get(weft_uv_t* b) {
   n = b->submit_slabs != NULL ? 2 * b->submit_slabs->n : SLAB_MIN;
   if (n > SLAB_MAX)
     n = SLAB_MAX;
-  slab = malloc(sizeof(*slab) + n * sizeof(slab->rec[0]));
-  if (slab == NULL)
+  if (posix_memalign((void**)&slab, WEFT__CACHE_LINE,
+                     sizeof(*slab) + n * sizeof(slab->rec[0])) != 0)
     return NULL;
   slab->n = n;
   slab->next = b->submit_slabs;
   b->submit_slabs = slab;
   for (i = n - 1; i >= 1; i--) {
-    slab->rec[i].state = SUBMIT_FREE;
+    slab->rec[i].job.aux = SUBMIT_FREE;
     rec_set_next(&slab->rec[i], b->submit_free);
     b->submit_free = &slab->rec[i];
   }
@@ -87,7 +89,7 @@ static weft__uv_submit_t* rec_get(weft_uv_t* b) {
 }
 
 static void rec_put(weft_uv_t* b, weft__uv_submit_t* s) {
-  s->state = SUBMIT_FREE;
+  s->job.aux = SUBMIT_FREE;
   rec_set_next(s, b->submit_free);
   b->submit_free = s;
 }
@@ -95,19 +97,15 @@ static void rec_put(weft_uv_t* b, weft__uv_submit_t* s) {
 /* ---- the worker side --------------------------------------------------------
  */
 
-static void submit_job(void* arg) {
-  weft__uv_submit_t* s = arg;
-  weft_uv_t* b = s->bridge;
-  weft__uv_outbox_t* box;
+/* rt->embedded_done: the worker that ran a record's job hands it back. */
+void weft__uv_submit_done(void* bridge, weft__job_t* j, weft__worker_t* w) {
+  weft_uv_t* b = bridge;
+  weft__uv_submit_t* s = (weft__uv_submit_t*)(void*)j;
+  weft__uv_outbox_t* box = &b->outboxes[w->index % b->noutboxes];
   weft__task_t* head;
-  int id;
 
-  s->fn(s->arg);
-  /* fn may have waited and resumed elsewhere: ask where we are now. Any
-   * outbox would be correct (pushes are CASes); our own is uncontended. */
-  id = weft_worker_id();
-  box = &b->outboxes[id >= 0 ? (unsigned)id % b->noutboxes : 0];
-  /* Release pairs with the loop's acquire exchange in
+  /* Any outbox would be correct (pushes are CASes); the worker's own is
+   * uncontended. Release pairs with the loop's acquire exchange in
    * weft__uv_submit_drain: it sees the record (and whatever fn wrote) once
    * it sees the push. */
   head = atomic_load_explicit(&box->head, memory_order_relaxed);
@@ -144,10 +142,10 @@ static void ready_run(weft_uv_t* b) {
 
   while ((s = b->submit_ready) != NULL) {
     b->submit_ready = rec_next(s);
-    if (s->state != SUBMIT_OUTSTANDING)
+    if (s->job.aux != SUBMIT_OUTSTANDING)
       continue; /* cancelled by a stop: reported, and never reused */
     cb = s->after_cb;
-    arg = s->arg;
+    arg = s->job.arg;
     b->submit_outstanding--;
     rec_put(b, s); /* a submit inside cb may reuse it at once */
     cb(arg, 0);
@@ -165,7 +163,7 @@ void weft__uv_submit_drain(weft_uv_t* b) {
     if (atomic_load_explicit(&b->outboxes[i].head, memory_order_relaxed) ==
         NULL)
       continue;
-    /* Acquire pairs with the release CAS in submit_job. */
+    /* Acquire pairs with the release CAS in weft__uv_submit_done. */
     b->submit_ready = (weft__uv_submit_t*)(void*)atomic_exchange_explicit(
         &b->outboxes[i].head, NULL, memory_order_acquire);
     ready_run(b);
@@ -193,11 +191,11 @@ void weft__uv_submit_close(weft_uv_t* b) {
        slab = slab->next) {
     for (i = 0; i < slab->n; i++) {
       weft__uv_submit_t* s = &slab->rec[i];
-      if (s->state != SUBMIT_OUTSTANDING)
+      if (s->job.aux != SUBMIT_OUTSTANDING)
         continue;
-      s->state = SUBMIT_CANCELLED;
+      s->job.aux = SUBMIT_CANCELLED;
       b->submit_outstanding--;
-      s->after_cb(s->arg, UV_ECANCELED);
+      s->after_cb(s->job.arg, UV_ECANCELED);
     }
   }
 }
@@ -247,15 +245,12 @@ int weft_uv_submit(weft_uv_t* b, weft_job_cb fn, void* arg,
   s = rec_get(b);
   if (s == NULL)
     return UV_ENOMEM;
-  s->fn = fn;
-  s->arg = arg;
   s->after_cb = after_cb;
-  s->bridge = b;
-  s->state = SUBMIT_OUTSTANDING;
+  s->job.aux = SUBMIT_OUTSTANDING;
   /* Submissions made in one loop iteration go out in one batch. */
   if (b->batch.rt == NULL)
     weft__batch_open(&b->batch, b->rt);
-  err = weft__spawn_embedded(b->rt, &s->job, submit_job, s);
+  err = weft__spawn_embedded(b->rt, &s->job, fn, arg);
   if (err != 0) {
     rec_put(b, s);
     return err == -ENOMEM ? UV_ENOMEM : UV_ECANCELED;

@@ -98,10 +98,11 @@ void weft__batch_open(weft__batch_t* b, weft_runtime_t* rt) {
   b->first = NULL;
   b->last = NULL;
   b->n = 0;
+  b->njobs = 0;
   tls_batch = b;
 }
 
-bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
+static bool batch_add(weft_runtime_t* rt, weft__task_t* t, size_t job) {
   weft__batch_t* b = tls_batch;
   if (b == NULL || b->rt != rt || t->pin >= 0 ||
       t->prio != WEFT_PRIORITY_NORMAL)
@@ -112,6 +113,7 @@ bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
   else
     b->first = t;
   b->last = t;
+  b->njobs += job;
   /* A long batch (a burst of submissions in one callback) goes out in
    * parts, so the workers start on it while the loop is still adding. */
   if (++b->n == WEFT__BATCH_MAX)
@@ -119,14 +121,29 @@ bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
   return true;
 }
 
+bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t) {
+  return batch_add(rt, t, 0);
+}
+
+bool weft__batch_add_job(weft_runtime_t* rt, weft__task_t* t) {
+  return batch_add(rt, t, 1);
+}
+
 void weft__batch_flush(weft__batch_t* b) {
   if (b->n == 0)
     return;
+  /* Count the batch's new jobs before anyone can run (and complete) them.
+   * Release pairs with the acquire loads of weft__runtime_quiescent, as in
+   * spawn.c's count_submitted; one RMW per batch, not per job. */
+  if (b->njobs != 0)
+    atomic_fetch_add_explicit(&b->rt->outside_submitted, b->njobs,
+                              memory_order_release);
   weft__inject_push(&b->rt->inject, b->first, b->last, b->n,
                     WEFT_PRIORITY_NORMAL);
   b->first = NULL;
   b->last = NULL;
   b->n = 0;
+  b->njobs = 0;
   weft__idle_notify(b->rt);
 }
 

@@ -77,6 +77,7 @@ typedef struct weft__job_s {
   void* arg;
   weft__counter_t* counter;
   int32_t owner; /* 0: from the runtime's slabs, or one of: */
+  uint32_t aux;  /* the embedder's (the bridge keeps its submit state) */
 } weft__job_t;
 
 #define WEFT__JOB_MALLOC (-1)   /* malloc'd by a plain thread */
@@ -84,7 +85,9 @@ typedef struct weft__job_s {
 
 /* Submits a job record the caller embeds in its own memory (the bridge's
  * submit records), from a thread that is not one of rt's workers: no
- * allocation. The record must stay valid until the job has started. */
+ * allocation. When fn returns, the worker hands the record to
+ * rt->embedded_done, which owns it from then on; until then it must stay
+ * valid and its task, fn, arg, counter and owner fields untouched. */
 int weft__spawn_embedded(weft_runtime_t* rt, weft__job_t* j, weft_job_cb fn,
                          void* arg);
 
@@ -282,6 +285,7 @@ typedef struct weft__batch_s {
   weft__task_t* first;
   weft__task_t* last;
   size_t n;
+  size_t njobs; /* of them, new jobs not yet counted as submitted */
 } weft__batch_t;
 
 /* Tasks a batch collects before it publishes them without waiting for
@@ -293,6 +297,9 @@ void weft__batch_flush(weft__batch_t* b);
 void weft__batch_close(weft__batch_t* b);
 /* Appends t if a batch for rt is open on this thread. */
 bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t);
+/* The same for a new job, which the batch counts as submitted when it
+ * publishes it (one RMW per batch). */
+bool weft__batch_add_job(weft_runtime_t* rt, weft__task_t* t);
 
 /* ---- park.c: per-worker parker and the idle-worker set ---------------- */
 
@@ -511,6 +518,9 @@ struct weft_runtime_s {
   void* bridge;
   void (*bridge_stop)(void* bridge);
   void (*bridge_free)(void* bridge);
+  /* Called on the worker when an embedded job's fn returns (set with
+   * `bridge`, before the first embedded job is published). */
+  void (*embedded_done)(void* bridge, weft__job_t* j, weft__worker_t* w);
 };
 
 /* Starts the workers on first use. Returns 0 or a negative errno. */

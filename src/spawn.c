@@ -209,6 +209,8 @@ int weft__spawn_embedded(weft_runtime_t* rt, weft__job_t* j, weft_job_cb fn,
   j->arg = arg;
   j->counter = NULL;
   j->owner = WEFT__JOB_EMBEDDED;
+  if (weft__batch_add_job(rt, &j->task))
+    return 0; /* counted and published by the batch's flush */
   count_submitted(rt, NULL, 1);
   weft__worker_ready(rt, NULL, &j->task);
   return 0;

@@ -282,14 +282,17 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
   weft_job_cb fn = j->fn;
   void* arg = j->arg;
   weft__counter_t* c = j->counter;
+  bool embedded = j->owner == WEFT__JOB_EMBEDDED;
 
   f->task.pin = j->task.pin;
   f->task.prio = j->task.prio;
   f->gen++;
-  weft__job_free(w->rt, w, j);
+  weft__job_free(w->rt, w, j); /* not an embedded one: that is the caller's */
   fn(arg);
   /* The job may have waited and resumed on another worker. */
   w = weft__worker_current();
+  if (WEFT__UNLIKELY(embedded))
+    w->rt->embedded_done(w->rt->bridge, j, w); /* the record is theirs now */
   if (f->fls_used) {
     for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
       f->fls[i] = NULL;
