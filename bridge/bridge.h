@@ -91,6 +91,10 @@ struct weft_uv_s {
   uv_check_t check;
   uv_prepare_t prepare;
   int open_handles; /* closed in weft__uv_bridge_close */
+  /* submit.c: per-worker outboxes. Set once, then read by every worker
+   * finishing a submission: a line the loop thread does not write. */
+  WEFT__ALIGNED weft__uv_outbox_t* outboxes;
+  unsigned noutboxes;
   /* MPSC queue: a Treiber stack the loop thread empties in one exchange
    * (and reverses into FIFO order). WEFT__UV_CLOSED once stopped. */
   WEFT__ALIGNED _Atomic(weft__uv_op_t*) head;
@@ -103,9 +107,7 @@ struct weft_uv_s {
   weft__uv_heap_t heap;
   weft__uv_resource_t* resources; /* loop thread only */
   weft__batch_t batch;
-  /* submit.c: per-worker outboxes, then the loop thread's own state. */
-  weft__uv_outbox_t* outboxes;
-  unsigned noutboxes;
+  /* submit.c: the loop thread's own state. */
   weft__uv_submit_t* submit_free;
   weft__uv_submit_t* submit_ready;
   weft__uv_slab_t* submit_slabs;
