@@ -75,8 +75,14 @@ typedef struct weft__uv_heap_s {
  * finished ones (a Treiber stack; only the loop thread takes from it). */
 typedef struct weft__uv_submit_s weft__uv_submit_t;
 typedef struct weft__uv_slab_s weft__uv_slab_t;
+typedef struct weft__uv_donelog_s weft__uv_donelog_t;
+#define WEFT__UV_SKIP 16
 typedef struct weft__uv_outbox_s {
   WEFT__ALIGNED _Atomic(weft__task_t*) head;
+  /* The worker's last pushes (worker only): each push links the one
+   * WEFT__UV_SKIP back, so the loop can fetch ahead along the stack. */
+  weft__uv_submit_t* recent[WEFT__UV_SKIP];
+  unsigned nrecent;
 } weft__uv_outbox_t;
 
 struct weft_uv_s {
@@ -109,6 +115,14 @@ struct weft_uv_s {
   weft__batch_t batch;
   /* submit.c: the loop thread's own state. */
   weft__uv_submit_t* submit_free;
+  /* Finished submissions whose records went back to the pool before their
+   * after_cb ran: a FIFO of (after_cb, arg) in chunks. */
+  weft__uv_donelog_t* done_head; /* read from here, at done_r */
+  weft__uv_donelog_t* done_tail; /* appended to here, at done_w */
+  weft__uv_donelog_t* done_spare;
+  unsigned done_r;
+  unsigned done_w;
+  size_t done_n;
   weft__uv_submit_t* submit_ready;
   weft__uv_slab_t* submit_slabs;
   size_t submit_outstanding;

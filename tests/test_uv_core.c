@@ -3,6 +3,7 @@
  * weft_uv_submit driven by a plain uv_run, and bad arguments.
  */
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 #include "weft_uv.h"
@@ -440,6 +441,152 @@ static void uv_submit_chain(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* A burst that outruns the pool takes back finished records before it
+ * grows the pool, keeping their after_cb in a log until the next drain.
+ * Here one burst (from main, before uv_run, as a host may) comes in phases
+ * of 256 submissions, the size at which the loop publishes a burst without
+ * waiting for the callback to end, each run to the end before the next:
+ * later phases reuse the records of earlier ones. Each after_cb must still
+ * run exactly once, with its own arg, whether a drain reports the log or a
+ * stop does. */
+typedef struct {
+  atomic_int ran;
+  int after;
+  int status;
+} burst_item_t;
+
+static struct {
+  weft_uv_t* b;
+  uv_timer_t keepalive;
+  int n;
+  int reported;
+  int stop_when_done; /* the last after_cb stops the bridge */
+} burst;
+
+static void burst_job(void* arg) {
+  burst_item_t* it = arg;
+  atomic_fetch_add(&it->ran, 1);
+}
+
+static void burst_after(void* arg, int status) {
+  burst_item_t* it = arg;
+  it->after++;
+  it->status = status;
+  if (++burst.reported == burst.n && burst.stop_when_done) {
+    CHECK(weft_uv_stop(burst.b) == 0);
+    uv_close((uv_handle_t*)&burst.keepalive, NULL);
+  }
+}
+
+static void uv_submit_reclaim(void** state) {
+  enum { PHASE = 256, PHASES = 16 };
+  int stop_first;
+  (void)state;
+
+  for (stop_first = 0; stop_first <= 1; stop_first++) {
+    weft_runtime_t* rt = test_runtime(2);
+    burst_item_t* items = calloc(PHASE * PHASES, sizeof(*items));
+    uv_loop_t loop;
+    int p;
+    int i;
+
+    assert_non_null(items);
+    memset(&burst, 0, sizeof(burst));
+    burst.n = PHASE * PHASES;
+    burst.stop_when_done = !stop_first;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_int_equal(weft_uv_attach(rt, &loop, &burst.b), 0);
+    uv_timer_init(&loop, &burst.keepalive);
+    uv_timer_start(&burst.keepalive, keepalive_cb, 1000, 1000);
+    for (p = 0; p < PHASES; p++) {
+      for (i = p * PHASE; i < (p + 1) * PHASE; i++)
+        assert_int_equal(
+            weft_uv_submit(burst.b, burst_job, &items[i], burst_after), 0);
+      /* Let the phase finish (and its records reach the outboxes). */
+      for (i = p * PHASE; i < (p + 1) * PHASE; i++)
+        while (atomic_load(&items[i].ran) == 0)
+          usleep(100);
+      usleep(1000);
+    }
+    assert_int_equal(burst.reported, 0); /* nothing reported inside submit */
+    if (stop_first) {
+      /* The stop reports the log: every job has run, so all with 0. */
+      assert_int_equal(weft_uv_stop(burst.b), 0);
+      assert_int_equal(burst.reported, burst.n);
+      uv_close((uv_handle_t*)&burst.keepalive, NULL);
+    }
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+    for (i = 0; i < burst.n; i++) {
+      assert_int_equal(atomic_load(&items[i].ran), 1);
+      assert_int_equal(items[i].after, 1);
+      assert_int_equal(items[i].status, 0);
+    }
+    free(items);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* A host's prepare callback runs after the bridge's own (libuv runs the
+ * most recently started first), just before the loop blocks in poll: work
+ * it submits must still start and report, not wait for the next event.
+ * The host's only other handle is a timer that fails the test if it fires
+ * first. */
+static struct {
+  weft_uv_t* b;
+  uv_prepare_t prepare;
+  uv_timer_t timeout;
+  atomic_int ran;
+  int after;
+} late;
+
+static void late_job(void* arg) {
+  (void)arg;
+  atomic_fetch_add(&late.ran, 1);
+}
+
+static void late_after(void* arg, int status) {
+  (void)arg;
+  CHECK(status == 0);
+  late.after++;
+  CHECK(weft_uv_stop(late.b) == 0);
+  uv_close((uv_handle_t*)&late.prepare, NULL);
+  uv_close((uv_handle_t*)&late.timeout, NULL);
+}
+
+static void late_prepare(uv_prepare_t* p) {
+  CHECK(weft_uv_submit(late.b, late_job, NULL, late_after) == 0);
+  uv_prepare_stop(p);
+}
+
+static void late_timeout(uv_timer_t* t) {
+  (void)t;
+  CHECK(0 && "the loop slept in poll with a submission unpublished");
+  CHECK(weft_uv_stop(late.b) == 0); /* late_after closes the handles */
+}
+
+static void uv_submit_from_late_prepare(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  uv_loop_t loop;
+  (void)state;
+
+  memset(&late, 0, sizeof(late));
+  assert_int_equal(uv_loop_init(&loop), 0);
+  /* Started before the bridge's, so it runs after it. */
+  uv_prepare_init(&loop, &late.prepare);
+  uv_prepare_start(&late.prepare, late_prepare);
+  assert_int_equal(weft_uv_attach(rt, &loop, &late.b), 0);
+  uv_timer_init(&loop, &late.timeout);
+  uv_timer_start(&late.timeout, late_timeout, 5000, 0);
+  assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(late.after, 1);
+  assert_int_equal(atomic_load(&late.ran), 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- bad arguments and contexts
  * ----------------------------------------------- */
 
@@ -489,6 +636,8 @@ int main(void) {
       cmocka_unit_test(uv_embedded_submit),
       cmocka_unit_test(uv_submit_stop_outstanding),
       cmocka_unit_test(uv_submit_chain),
+      cmocka_unit_test(uv_submit_reclaim),
+      cmocka_unit_test(uv_submit_from_late_prepare),
       cmocka_unit_test(uv_bad_args),
   };
   return cmocka_run_group_tests_name("uv_core", tests, NULL, NULL);
