@@ -10,6 +10,9 @@
  *                        beyond a 4 KiB-page TLB's reach (ns per turn)
  *   stack_faults_<b>     page faults per fiber while the fibers are made
  *                        and first touch 64 KiB (getrusage)
+ *   stack_rss_<b>        resident KiB per fiber then (VmRSS): the price,
+ *                        a whole huge page per huge stack (FIBERS x 2 MiB,
+ *                        1 GiB by default, during the huge runs)
  * <b> is huge (huge_stacks = 1: hugetlb pages if reserved, else THP; the
  * backing the stats report goes to stderr) or normal. `bench_stacks huge`
  * or `bench_stacks normal` runs one of them (bench_stacks.sh does, under
@@ -53,6 +56,22 @@ static long minor_faults(void) {
   return ru.ru_minflt;
 }
 
+/* The process's resident memory (KiB), or 0 if unknown. */
+static long rss_kb(void) {
+  FILE* f = fopen("/proc/self/status", "r");
+  char line[256];
+  long v = 0;
+  if (f == NULL)
+    return 0;
+  while (fgets(line, sizeof(line), f) != NULL)
+    if (strncmp(line, "VmRSS:", 6) == 0) {
+      v = strtol(line + 6, NULL, 10);
+      break;
+    }
+  fclose(f);
+  return v;
+}
+
 typedef struct {
   weft_counter_t ready; /* jobs that touched their stack once */
   weft_counter_t gate;  /* 1 until the timed part starts */
@@ -82,14 +101,16 @@ static void fiber_job(void* arg) {
   atomic_fetch_add_explicit(&r->sink, sum, memory_order_relaxed);
 }
 
-/* One run; returns ns per turn, and faults per fiber in *faults. */
+/* One run; returns ns per turn, and per fiber the faults and resident
+ * KiB its set-up took in *faults and *rss. */
 static double run_once(int huge, size_t touch, long fibers, long rounds,
-                       double* faults, weft_stats_t* st) {
+                       double* faults, double* rss, weft_stats_t* st) {
   weft_config_t cfg;
   weft_runtime_t* rt;
   weft_counter_t done;
   run_t r;
   long f0;
+  long r0;
   uint64_t t0;
   uint64_t t1;
   long i;
@@ -110,6 +131,7 @@ static double run_once(int huge, size_t touch, long fibers, long rounds,
   r.touch = touch;
   r.rounds = rounds;
   f0 = minor_faults();
+  r0 = rss_kb();
   for (i = 0; i < fibers; i++)
     if (weft_spawn(rt, fiber_job, &r, &done) != 0) {
       fprintf(stderr, "bench_stacks: spawn failed\n");
@@ -117,6 +139,7 @@ static double run_once(int huge, size_t touch, long fibers, long rounds,
     }
   weft_counter_wait(&r.ready, 0);
   *faults = (double)(minor_faults() - f0) / (double)fibers;
+  *rss = (double)(rss_kb() - r0) / (double)fibers;
   t0 = now_ns();
   weft_counter_add(&r.gate, -1);
   weft_counter_wait(&done, 0);
@@ -133,20 +156,24 @@ static void bench(int huge) {
   double best_switch = 0;
   double best_touch = 0;
   double faults = 0;
+  double rss = 0;
   double f;
+  double m;
   weft_stats_t st;
   int k;
 
   for (k = 0; k < 3; k++) {
-    double v = run_once(huge, LINE, fibers, rounds, &f, &st);
+    double v = run_once(huge, LINE, fibers, rounds, &f, &m, &st);
     /* The faults that count are those of the 64 KiB run, below. */
     if (k == 0 || v < best_switch)
       best_switch = v;
-    v = run_once(huge, TOUCH_MAX, fibers, rounds, &f, &st);
+    v = run_once(huge, TOUCH_MAX, fibers, rounds, &f, &m, &st);
     if (k == 0 || v < best_touch)
       best_touch = v;
     if (k == 0 || f < faults)
       faults = f;
+    if (k == 0 || m < rss)
+      rss = m;
   }
   fprintf(stderr,
           "bench_stacks %s: %ld fibers, stacks hugetlb %llu thp %llu normal "
@@ -158,6 +185,7 @@ static void bench(int huge) {
   bench_line("stack_switch", b, best_switch, "ns");
   bench_line("stack_touch64k", b, best_touch, "ns");
   bench_line("stack_faults", b, faults, "faults");
+  bench_line("stack_rss", b, rss, "KiB");
 }
 
 int main(int argc, char** argv) {

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -34,11 +35,10 @@
  * make every stack that big: such machines get normal stacks. */
 #define WEFT__HUGE_MAX (32u << 20)
 
+/* Not cached in a plain static, which workers making stacks at once would
+ * race on: glibc answers from a value it holds anyway. */
 static size_t page_size(void) {
-  static size_t cached;
-  if (cached == 0)
-    cached = (size_t)sysconf(_SC_PAGESIZE);
-  return cached;
+  return (size_t)sysconf(_SC_PAGESIZE);
 }
 
 size_t weft__stack_guard_size(void) {
@@ -64,10 +64,12 @@ static int guard_install(char* map, size_t guard) {
 
 /* ---- huge pages ---------------------------------------------------------- */
 
+/* Written once under huge_once, read only after it by the threads that
+ * made huge stacks (or were created after one was). */
 static pthread_once_t huge_once = PTHREAD_ONCE_INIT;
 static size_t huge_size; /* the PMD huge page size, or 0: no huge stacks */
 static int huge_shift;   /* log2(huge_size), for MAP_HUGE_* */
-static bool thp_on;      /* THP is "always" or "madvise" */
+static bool thp_on;      /* madvised mappings get PMD-sized THP */
 
 /* Reads a sysfs file's first line into buf; returns false if it can't. */
 static bool read_line(const char* path, char* buf, size_t len) {
@@ -80,9 +82,24 @@ static bool read_line(const char* path, char* buf, size_t len) {
   return ok;
 }
 
+/* The mode a THP "enabled" file selects, its bracketed word ("always
+ * [madvise] never"): 1 for always or madvise, 0 for never, -1 for inherit
+ * or no such file. */
+static int thp_mode(const char* path) {
+  char buf[128];
+  if (!read_line(path, buf, sizeof(buf)))
+    return -1;
+  if (strstr(buf, "[always]") != NULL || strstr(buf, "[madvise]") != NULL)
+    return 1;
+  return strstr(buf, "[inherit]") != NULL ? -1 : 0;
+}
+
+/* Once per process: THP settings changed later are not seen. */
 static void huge_probe(void) {
   char buf[128];
+  char path[96];
   size_t hp = 0;
+  int mode;
 
   if (read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", buf,
                 sizeof(buf)))
@@ -96,12 +113,19 @@ static void huge_probe(void) {
   huge_size = hp;
   while (((size_t)1 << huge_shift) < hp)
     huge_shift++;
-  /* "always [madvise] never": the bracketed word is the mode. With "never"
-   * MADV_HUGEPAGE succeeds and does nothing, so it must be read here. */
-  thp_on =
-      read_line("/sys/kernel/mm/transparent_hugepage/enabled", buf,
-                sizeof(buf)) &&
-      (strstr(buf, "[always]") != NULL || strstr(buf, "[madvise]") != NULL);
+  /* With "never" MADV_HUGEPAGE succeeds and does nothing, so the mode must
+   * be read. Since Linux 6.8 each size has its own mode, which wins over
+   * the global one unless it is "inherit". */
+  snprintf(path, sizeof(path),
+           "/sys/kernel/mm/transparent_hugepage/hugepages-%zukB/enabled",
+           hp >> 10);
+  mode = thp_mode(path);
+  if (mode < 0)
+    mode = thp_mode("/sys/kernel/mm/transparent_hugepage/enabled");
+  /* PR_SET_THP_DISABLE (inherited across fork and exec) also lets
+   * MADV_HUGEPAGE succeed and do nothing. 1 means disabled; Linux 6.18's 3
+   * means disabled except where madvised, which is all weft asks for. */
+  thp_on = mode > 0 && prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1;
 }
 
 /* Maps guard + usable bytes with the usable part huge-page-aligned: maps
@@ -148,39 +172,49 @@ static void stack_set(weft__stack_t* s, char* lo, size_t guard, size_t usable,
  * costs nothing: hugetlb's guard is a small-page PROT_NONE mapping of its
  * own; THP's stack and guard are one mapping (MADV_GUARD_INSTALL) whose
  * first huge-page-sized block is incomplete, so only the stack's blocks can
- * be huge.
+ * be huge, or, with mprotect, two mappings, the stack's still aligned.
  *
- * hugetlb: returns 0, 1 when no huge page is free (or the kernel has no
- * hugetlb), or -ENOMEM. */
+ * hugetlb: returns 0, or 1 when no huge page is free (or the kernel has no
+ * hugetlb of that size, or the address space ran short). */
 static int alloc_hugetlb(weft__stack_t* s, size_t guard, size_t usable) {
-  char* lo = map_aligned(guard, usable, PROT_NONE);
-  char* p;
+  int tries;
 
-  if (lo == NULL)
-    return -ENOMEM;
-  /* The guard stays reserved; the stack's range becomes a hole that only a
-   * NOREPLACE mapping fills: a failed MAP_FIXED mmap may already have
-   * unmapped what it was to replace (Linux 6.x does), after which another
-   * thread may own the range. The mmap reserves the huge pages: ENOMEM
-   * when too few are free. */
-  munmap(lo, usable);
-  p = mmap(lo, usable, PROT_READ | PROT_WRITE,
-           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_HUGETLB |
-               (huge_shift << MAP_HUGE_SHIFT),
-           -1, 0);
-  if (p != lo) {
+  /* Another thread may map into the hole made below between the munmap
+   * and the mmap: then try again elsewhere, a few times. */
+  for (tries = 0; tries < 4; tries++) {
+    char* lo = map_aligned(guard, usable, PROT_NONE);
+    char* p;
+    int err;
+
+    if (lo == NULL)
+      return 1;
+    /* The guard stays reserved; the stack's range becomes a hole that only
+     * a NOREPLACE mapping fills: a failed MAP_FIXED mmap may already have
+     * unmapped what it was to replace (Linux does, at least before
+     * 6.12), after which another thread may own the range. The mmap reserves
+     * the huge pages: ENOMEM when too few are free. */
+    munmap(lo, usable);
+    p = mmap(lo, usable, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE | MAP_HUGETLB |
+                 (huge_shift << MAP_HUGE_SHIFT),
+             -1, 0);
+    if (p == lo) {
+      stack_set(s, lo, guard, usable, WEFT__STACK_HUGETLB);
+      return 0;
+    }
+    err = p == MAP_FAILED ? errno : 0;
     /* A kernel before 4.17 takes NOREPLACE as a hint, and may map
      * elsewhere. */
     if (p != MAP_FAILED)
       munmap(p, usable);
     munmap(lo - guard, guard);
-    return 1;
+    if (err != EEXIST)
+      return 1;
   }
-  stack_set(s, lo, guard, usable, WEFT__STACK_HUGETLB);
-  return 0;
+  return 1;
 }
 
-/* THP: returns 0, 1 when THP is off, or -ENOMEM. */
+/* THP: returns 0, or 1 when THP is off or the mapping failed. */
 static int alloc_thp(weft__stack_t* s, size_t guard, size_t usable) {
   char* lo;
 
@@ -188,14 +222,11 @@ static int alloc_thp(weft__stack_t* s, size_t guard, size_t usable) {
     return 1;
   lo = map_aligned(guard, usable, PROT_READ | PROT_WRITE);
   if (lo == NULL)
-    return -ENOMEM;
-  if (madvise(lo - guard, guard + usable, MADV_HUGEPAGE) != 0) {
+    return 1;
+  if (madvise(lo - guard, guard + usable, MADV_HUGEPAGE) != 0 ||
+      guard_install(lo - guard, guard) != 0) {
     munmap(lo - guard, guard + usable);
     return 1;
-  }
-  if (guard_install(lo - guard, guard) != 0) {
-    munmap(lo - guard, guard + usable);
-    return -ENOMEM;
   }
   stack_set(s, lo, guard, usable, WEFT__STACK_THP);
   return 0;
@@ -206,17 +237,16 @@ int weft__stack_alloc(weft__stack_t* s, size_t size, int huge) {
   size_t guard = weft__stack_guard_size();
   size_t usable = (size + pg - 1) & ~(pg - 1);
   char* map;
-  int err;
 
   if (huge) {
     pthread_once(&huge_once, huge_probe);
+    /* Any failure falls back: a huge stack's mapping is larger (a huge
+     * page of alignment slack) than a normal one, which may still fit. */
     if (huge_size != 0) {
       size_t hp_usable = (size + huge_size - 1) & ~(huge_size - 1);
-      err = alloc_hugetlb(s, guard, hp_usable);
-      if (err > 0)
-        err = alloc_thp(s, guard, hp_usable);
-      if (err <= 0)
-        return err;
+      if (alloc_hugetlb(s, guard, hp_usable) == 0 ||
+          alloc_thp(s, guard, hp_usable) == 0)
+        return 0;
     }
   }
   map = mmap(NULL, usable + guard, PROT_READ | PROT_WRITE,
@@ -247,7 +277,9 @@ int weft__stack_bind(weft__stack_t* s, int pu) {
   obj = hwloc_get_pu_obj_by_os_index(topo, (unsigned)pu);
   if (obj == NULL || obj->nodeset == NULL || hwloc_bitmap_iszero(obj->nodeset))
     return 0;
-  /* A worker's first stack is bound after its set-up wrote the top page. */
+  /* Stacks are bound before the context set-up writes their top page, but
+   * a bind that failed then is retried once the worker runs on the stack
+   * (fiber.c): its touched pages must move. */
   if (sup->membind->migrate_membind)
     flags |= HWLOC_MEMBIND_MIGRATE;
   /* The whole mapping, guard included: binding part of it would split it.
@@ -286,8 +318,13 @@ void weft__stack_prefault(weft__stack_t* s, int mode) {
     from = s->lo;
   else
     return;
-  /* Keeps the contents: the stack may hold a context's first frame. */
-  if (madvise(from, (size_t)(hi - from), MADV_POPULATE_WRITE) != 0)
+  /* Keeps the contents: the stack may hold a context's first frame. Only
+   * a kernel without MADV_POPULATE_WRITE (EINVAL) gets the writes: after
+   * ENOMEM or EFAULT (no memory, or no free huge page on the node), the
+   * writes would bring the OOM killer or a SIGBUS, and a prefault is only
+   * an optimisation. */
+  if (madvise(from, (size_t)(hi - from), MADV_POPULATE_WRITE) != 0 &&
+      errno == EINVAL)
     touch_pages(from, hi, page_size());
 }
 

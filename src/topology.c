@@ -4,8 +4,9 @@
  * them (worker i gets entry i, wrapping), and every worker's victims are
  * ordered by closeness: the same PU, the same core, a shared cache, the same
  * NUMA node, the same package, then the rest. Plans are made against the
- * process's machine, loaded once, or against one WEFT_TOPOLOGY describes,
- * which is never bound to. docs/topology.md explains the strategies.
+ * process's machine (the CPUs it may run on), loaded once, or against one
+ * WEFT_TOPOLOGY describes, which is never bound to. docs/topology.md
+ * explains the strategies.
  */
 #include <hwloc.h>
 #include <stdio.h>
@@ -48,6 +49,28 @@ static void topo_filter(hwloc_topology_t t) {
   hwloc_topology_set_icache_types_filter(t, HWLOC_TYPE_FILTER_KEEP_NONE);
 }
 
+/* Keeps to the CPUs the process may run on (taskset, numactl, an MPI
+ * launcher's binding: the union of its threads' affinities): binding a
+ * worker outside them would undo the user's choice, and a default worker
+ * count must count only them. hwloc already leaves out CPUs the cgroup
+ * forbids. Returns 0, or -ENOMEM when hwloc failed and reset t. */
+static int topo_restrict_to_binding(hwloc_topology_t t) {
+  hwloc_const_cpuset_t all = hwloc_topology_get_topology_cpuset(t);
+  hwloc_bitmap_t set = hwloc_bitmap_alloc();
+  int err = 0;
+
+  if (set == NULL)
+    return 0; /* unrestricted, as if the binding were unknown */
+  if (hwloc_get_cpubind(t, set, HWLOC_CPUBIND_PROCESS) == 0) {
+    hwloc_bitmap_and(set, set, all);
+    if (!hwloc_bitmap_iszero(set) && !hwloc_bitmap_isequal(set, all) &&
+        hwloc_topology_restrict(t, set, 0) != 0 && errno == ENOMEM)
+      err = -ENOMEM;
+  }
+  hwloc_bitmap_free(set);
+  return err;
+}
+
 static void topo_load(void) {
   if (!topo_inited && hwloc_topology_init(&topo) != 0) {
     topo_err = -ENOMEM;
@@ -64,7 +87,11 @@ static void topo_load(void) {
   if (hwloc_topology_load(topo) != 0) {
     hwloc_topology_destroy(topo);
     topo_err = -ENOSYS;
+    return;
   }
+  topo_err = topo_restrict_to_binding(topo);
+  if (topo_err != 0)
+    hwloc_topology_destroy(topo);
 }
 
 static int topo_get(void) {
@@ -260,29 +287,18 @@ static unsigned placement_order(const pus_t* p, weft_placement_t placement,
   return len;
 }
 
-typedef struct {
-  unsigned worker;
-  int key; /* larger is nearer */
-} victim_t;
-
-static int by_nearness(const void* a, const void* b) {
-  const victim_t* x = a;
-  const victim_t* y = b;
-  if (x->key != y->key)
-    return y->key - x->key;
-  return (int)x->worker - (int)y->worker;
-}
-
-/* How near PUs a and b are: first whether they have the same local NUMA
- * nodes, then the depth of their common ancestor (PU, core, L2, L3, a
- * group, the package, the machine: deeper is nearer). The depth alone
+/* How near PUs a and b are, in [0, 2 * ndepth): first whether they have
+ * the same local NUMA nodes, then the depth of their common ancestor (PU,
+ * core, L2, L3, a group, the package, the machine: deeper is nearer;
+ * ndepth is the topology's depth, above any object's). The depth alone
  * orders NUMA nodes wherever hwloc hangs one off each CPU-side object (a
  * group it makes if need be); the nodesets keep victims that share local
  * memory first where memory is attached unevenly. */
-static int nearness(hwloc_topology_t t, hwloc_obj_t a, hwloc_obj_t b) {
+static unsigned nearness(hwloc_topology_t t, int ndepth, hwloc_obj_t a,
+                         hwloc_obj_t b) {
   hwloc_obj_t c = a == b ? a : hwloc_get_common_ancestor_obj(t, a, b);
   int same_numa = hwloc_bitmap_isequal(a->nodeset, b->nodeset);
-  return same_numa * 4096 + (c != NULL ? c->depth : 0);
+  return (unsigned)(same_numa * ndepth + (c != NULL ? c->depth : 0));
 }
 
 void weft__topology_plan_free(weft__plan_t* plan) {
@@ -300,10 +316,13 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
   hwloc_topology_t described = NULL;
   hwloc_obj_t* order = NULL;
   hwloc_obj_t* unit = NULL;
-  victim_t* v = NULL;
+  unsigned* key = NULL;
+  unsigned* count = NULL;
   pus_t p;
   unsigned len = 0;
   unsigned dflt = 1;
+  unsigned nkeys = 1;
+  int ndepth = 0;
   unsigned nv;
   unsigned i;
   unsigned j;
@@ -352,11 +371,16 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
   plan->near = calloc((size_t)n * nv, sizeof(*plan->near));
   plan->near_group = calloc((size_t)n * nv, sizeof(*plan->near_group));
   plan->ngroups = calloc(n, sizeof(*plan->ngroups));
+  if (len > 0) {
+    ndepth = hwloc_topology_get_depth(t);
+    nkeys = 2 * (unsigned)ndepth;
+  }
   unit = calloc(n, sizeof(*unit));
-  v = calloc(n, sizeof(*v));
+  key = calloc(n, sizeof(*key));
+  count = calloc(nkeys, sizeof(*count));
   if (plan->pu_os_index == NULL || plan->numa_os_index == NULL ||
       plan->near == NULL || plan->near_group == NULL || plan->ngroups == NULL ||
-      unit == NULL || v == NULL) {
+      unit == NULL || key == NULL || count == NULL) {
     err = -ENOMEM;
     goto out;
   }
@@ -368,23 +392,30 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
         unit[i] != NULL ? hwloc_bitmap_first(unit[i]->nodeset) : -1;
   }
 
+  /* Victims sorted nearest first, by worker within a group: a counting
+   * sort on the few nearness values, since a 4096-worker plan would spend
+   * seconds in comparison sorts. count[k] turns from the size of group k
+   * into its next free slot. */
   for (i = 0; i < n; i++) {
     unsigned* near = plan->near + (size_t)i * nv;
     unsigned* grp = plan->near_group + (size_t)i * nv;
-    k = 0;
+    unsigned end = 0;
+    memset(count, 0, nkeys * sizeof(*count));
     for (j = 0; j < n; j++) {
-      if (j == i)
+      key[j] = unit[i] != NULL ? nearness(t, ndepth, unit[i], unit[j]) : 0;
+      if (j != i)
+        count[key[j]]++;
+    }
+    for (k = nkeys; k-- > 0;) {
+      if (count[k] == 0)
         continue;
-      v[k].worker = j;
-      v[k].key = unit[i] != NULL ? nearness(t, unit[i], unit[j]) : 0;
-      k++;
+      end += count[k];
+      grp[plan->ngroups[i]++] = end;
+      count[k] = end - count[k]; /* where the group starts */
     }
-    qsort(v, k, sizeof(*v), by_nearness);
-    for (j = 0; j < k; j++) {
-      near[j] = v[j].worker;
-      if (j + 1 == k || v[j + 1].key != v[j].key)
-        grp[plan->ngroups[i]++] = j + 1;
-    }
+    for (j = 0; j < n; j++)
+      if (j != i)
+        near[count[key[j]]++] = j;
   }
   err = 0;
 
@@ -392,7 +423,8 @@ out:
   if (err != 0)
     weft__topology_plan_free(plan);
   free(unit);
-  free(v);
+  free(key);
+  free(count);
   free(order);
   pus_free(&p);
   if (described != NULL)

@@ -2,12 +2,18 @@
  * pages, as the stats and /proc/self/smaps show), their overflow guard, the
  * NUMA binding of stacks (/proc/self/numa_maps) and the prefault modes. As
  * root the tests reserve huge pages through /proc/sys/vm/nr_hugepages and
- * always put the original value back.
+ * always put the original value back. Fallbacks the machine does not show
+ * by itself are made in a child: THP off with PR_SET_THP_DISABLE, a kernel
+ * without MADV_GUARD_INSTALL or MADV_POPULATE_WRITE with a seccomp filter.
  */
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +22,9 @@
 
 #define NR_HUGEPAGES "/proc/sys/vm/nr_hugepages"
 #define TOUCH_BYTES (64 * 1024)
+/* The advices weft uses where the kernel has them (uapi values). */
+#define MADV_GUARD_INSTALL_ADVICE 102
+#define MADV_POPULATE_WRITE_ADVICE 23
 
 static long saved_nr_hugepages = -1;
 
@@ -424,39 +433,117 @@ static void noop(void* arg) {
   (void)arg;
 }
 
+#if defined(__x86_64__)
+#define AUDIT_ARCH_HERE AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AUDIT_ARCH_HERE AUDIT_ARCH_AARCH64
+#endif
+
+/* In a child: makes madvise(..., advice) fail with EINVAL, as on a kernel
+ * that lacks the advice (MADV_GUARD_INSTALL before 6.13, as on Debian 12;
+ * MADV_POPULATE_WRITE before 5.14). Returns false if seccomp is missing. */
+static bool deny_madvise(int advice) {
+#ifdef AUDIT_ARCH_HERE
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_HERE, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_madvise, 0, 3),
+      /* The advice's low 32 bits (both architectures are little-endian). */
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+               offsetof(struct seccomp_data, args[2])),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)advice, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EINVAL),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof(f) / sizeof(f[0]), f};
+  void* probe;
+  bool denied;
+
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+    return false;
+  /* The filter must really be in the way (not, say, emulated away). */
+  probe = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+               -1, 0);
+  if (probe == MAP_FAILED)
+    return false;
+  denied = madvise(probe, 4096, advice) != 0 && errno == EINVAL;
+  munmap(probe, 4096);
+  return denied;
+#else
+  (void)advice;
+  return false;
+#endif
+}
+
 enum { WANT_HUGETLB, WANT_THP, WANT_NORMAL };
 
-/* In the child: checks the stacks got the backing wanted (exit 5 if not),
- * then overflows one; the guard must turn that into a report. */
-static void overflow_child(int want) {
+/* Child exit codes; an overflow ends it with SIGABRT instead. */
+enum {
+  CHILD_NO_RUNTIME = 3,
+  CHILD_NOT_REACHED = 4,
+  CHILD_WRONG_BACKING = 5,
+  CHILD_NOT_HUGE = 6,
+  CHILD_CANNOT_SET_UP = 7,
+  CHILD_NOT_PREFAULTED = 8
+};
+
+typedef struct {
+  int want;              /* the backing the stacks must get: WANT_* */
+  int huge;              /* huge_stacks */
+  bool thp_disable;      /* PR_SET_THP_DISABLE first: THP is unavailable */
+  bool no_guard_madvise; /* no MADV_GUARD_INSTALL: the mprotect guard */
+  const char* size;      /* in the report: the usable size */
+} overflow_case_t;
+
+/* In the child: checks the stacks got the backing wanted (and that a THP
+ * stack really is huge), then overflows one; the guard must turn that into
+ * a report. */
+static void overflow_child(const overflow_case_t* oc) {
   weft_config_t cfg;
   weft_runtime_t* rt;
   weft_counter_t c;
   weft_stats_t s;
+  touch_t t;
   uint64_t got;
+
+  if (oc->thp_disable && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0)
+    _exit(CHILD_CANNOT_SET_UP);
+  if (oc->no_guard_madvise && !deny_madvise(MADV_GUARD_INSTALL_ADVICE))
+    _exit(CHILD_CANNOT_SET_UP);
   weft_config_init(&cfg);
   cfg.workers = 1;
   cfg.stack_size = 64 * 1024;
-  cfg.huge_stacks = 1;
+  cfg.huge_stacks = oc->huge;
   if (weft_runtime_create(&rt, &cfg) != 0)
-    _exit(3);
+    _exit(CHILD_NO_RUNTIME);
   weft_counter_init(&c, 0);
+  memset(&t, 0, sizeof(t));
   weft_spawn(rt, noop, NULL, &c);
+  weft_spawn(rt, touch_job, &t, &c);
   weft_counter_wait(&c, 0);
   weft_stats(rt, &s);
-  got = want == WANT_HUGETLB ? s.stacks_hugetlb
-        : want == WANT_THP   ? s.stacks_thp
-                             : s.stacks_normal;
-  if (got == 0 || got != s.fibers_created)
-    _exit(5);
+  got = oc->want == WANT_HUGETLB ? s.stacks_hugetlb
+        : oc->want == WANT_THP   ? s.stacks_thp
+                                 : s.stacks_normal;
+  if (!t.ok || got == 0 || got != s.fibers_created)
+    _exit(CHILD_WRONG_BACKING);
+  /* The guard below a THP stack, whichever way it is made, leaves the
+   * stack's huge page whole. */
+  if (oc->want == WANT_THP && smaps_field(t.addr, "AnonHugePages", NULL) < 2048)
+    _exit(CHILD_NOT_HUGE);
   weft_spawn(rt, overflow_job, NULL, &c);
   weft_counter_wait(&c, 0);
-  _exit(4); /* not reached: the overflow aborts */
+  _exit(CHILD_NOT_REACHED); /* the overflow aborts */
 }
 
-static void expect_overflow_report(int want, const char* size) {
+/* Runs child(arg) in a fork with stderr captured into buf; returns its
+ * wait status. Exit CHILD_CANNOT_SET_UP skips the test. */
+static int in_child(void (*child)(const void* arg), const void* arg, char* buf,
+                    size_t len) {
   int fds[2];
-  char buf[4096];
   size_t got = 0;
   ssize_t r;
   pid_t pid;
@@ -468,40 +555,87 @@ static void expect_overflow_report(int want, const char* size) {
   if (pid == 0) {
     dup2(fds[1], STDERR_FILENO);
     close(fds[0]);
-    overflow_child(want);
+    child(arg);
+    _exit(0);
   }
   close(fds[1]);
-  while (got < sizeof(buf) - 1 &&
-         (r = read(fds[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+  while (got < len - 1 && (r = read(fds[0], buf + got, len - 1 - got)) > 0)
     got += (size_t)r;
   buf[got] = '\0';
   close(fds[0]);
   assert_int_equal(waitpid(pid, &status, 0), pid);
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 5)
+  if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_CANNOT_SET_UP)
+    skip();
+  return status;
+}
+
+static void overflow_child_cb(const void* arg) {
+  overflow_child(arg);
+}
+
+static void expect_overflow_report(const overflow_case_t* oc) {
+  char buf[4096];
+  int status = in_child(overflow_child_cb, oc, buf, sizeof(buf));
+
+  if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_WRONG_BACKING)
     fail_msg("the child's stacks did not get the backing wanted");
+  if (WIFEXITED(status) && WEXITSTATUS(status) == CHILD_NOT_HUGE)
+    fail_msg("the child's THP stack got no huge page");
   assert_true(WIFSIGNALED(status));
   assert_int_equal(WTERMSIG(status), SIGABRT);
   if (strstr(buf, "weft: fiber stack overflow: worker ") == NULL)
     fail_msg("no overflow report; child printed:\n%s", buf);
-  /* 64 KiB rounded up to whole huge pages. */
-  assert_non_null(strstr(buf, size));
+  assert_non_null(strstr(buf, oc->size));
 }
 
-static void huge_overflow_reported_thp(void** state) {
-  (void)state;
+/* No free hugetlb pages (taken away as root), or skips. */
+static void need_no_free_hugepages(void) {
   if (meminfo("HugePages_Free") > 0 && !reserve_hugepages(0))
     skip();
-  if (thp_expected())
-    expect_overflow_report(WANT_THP, "of 2048 KiB");
-  else
-    expect_overflow_report(WANT_NORMAL, "of 64 KiB");
+}
+
+/* 64 KiB rounded up to whole huge pages, or 64 KiB as it is. */
+static void huge_overflow_reported_thp(void** state) {
+  overflow_case_t oc = {WANT_THP, 1, false, false, "of 2048 KiB"};
+  (void)state;
+  need_no_free_hugepages();
+  if (!thp_expected()) {
+    oc.want = WANT_NORMAL;
+    oc.size = "of 64 KiB";
+  }
+  expect_overflow_report(&oc);
 }
 
 static void huge_overflow_reported_hugetlb(void** state) {
+  overflow_case_t oc = {WANT_HUGETLB, 1, false, false, "of 2048 KiB"};
   (void)state;
   if (!reserve_hugepages(4))
     skip();
-  expect_overflow_report(WANT_HUGETLB, "of 2048 KiB");
+  expect_overflow_report(&oc);
+}
+
+/* The last fallback on any machine: no hugetlb, THP off for the process.
+ * The stacks are normal, and keep their guard. */
+static void huge_overflow_reported_thp_disabled(void** state) {
+  overflow_case_t oc = {WANT_NORMAL, 1, true, false, "of 64 KiB"};
+  (void)state;
+  need_no_free_hugepages();
+  expect_overflow_report(&oc);
+}
+
+/* The guard made with mprotect, as on kernels before 6.13: below a THP
+ * stack (which stays huge) and below a normal one. */
+static void huge_overflow_reported_mprotect_guard(void** state) {
+  overflow_case_t oc = {WANT_THP, 1, false, true, "of 2048 KiB"};
+  overflow_case_t normal = {WANT_NORMAL, 0, false, true, "of 64 KiB"};
+  (void)state;
+  need_no_free_hugepages();
+  if (!thp_expected()) {
+    oc.want = WANT_NORMAL;
+    oc.size = "of 64 KiB";
+  }
+  expect_overflow_report(&oc);
+  expect_overflow_report(&normal);
 }
 
 /* ---- NUMA binding and prefaulting --------------------------------------- */
@@ -544,9 +678,11 @@ static void stack_bound_huge(void** state) {
   assert_int_equal(r.s.stacks_bound, r.s.fibers_created);
 }
 
-static void prefault_run(weft_stack_prefault_t mode, int huge, run_t* r) {
+static void prefault_run(weft_stack_prefault_t mode, int huge,
+                         size_t stack_size, run_t* r) {
   weft_config_t cfg;
   config(&cfg, 1, huge);
+  cfg.stack_size = stack_size;
   cfg.stack_prefault = mode;
   run(&cfg, r);
 }
@@ -556,43 +692,110 @@ static void stack_prefault_modes(void** state) {
   run_t r;
   (void)state;
   /* none and page: the stack holds what was touched (the 64 KiB the job
-   * wrote plus frames), not all of it. page differs from none only in who
-   * faults the top page (the worker, before the context set-up does). */
-  prefault_run(WEFT_STACK_PREFAULT_NONE, 0, &r);
+   * wrote plus frames), not all of it. page faults the top page, which the
+   * context set-up writes anyway as the fiber is made: the two fault the
+   * same pages (docs/topology.md). */
+  prefault_run(WEFT_STACK_PREFAULT_NONE, 0, 512 * 1024, &r);
   assert_true(r.rss_kb >= TOUCH_BYTES / 1024);
   assert_true(r.rss_kb < stack_kb);
   assert_true(r.waiter_rss_kb < stack_kb);
-  prefault_run(WEFT_STACK_PREFAULT_PAGE, 0, &r);
+  prefault_run(WEFT_STACK_PREFAULT_PAGE, 0, 512 * 1024, &r);
   assert_true(r.rss_kb >= TOUCH_BYTES / 1024);
   assert_true(r.rss_kb < stack_kb);
+  assert_true(r.waiter_rss_kb < stack_kb);
   /* all: the whole stack, both on fibers the worker made and on the first
    * one, made by the starting thread and prefaulted when the worker starts
    * (one of the two jobs ran on it). */
-  prefault_run(WEFT_STACK_PREFAULT_ALL, 0, &r);
+  prefault_run(WEFT_STACK_PREFAULT_ALL, 0, 512 * 1024, &r);
   assert_true(r.rss_kb >= stack_kb);
   assert_true(r.waiter_rss_kb >= stack_kb);
   /* The environment overrides the config. */
   assert_int_equal(setenv("WEFT_STACK_PREFAULT", "all", 1), 0);
-  prefault_run(WEFT_STACK_PREFAULT_NONE, 0, &r);
+  prefault_run(WEFT_STACK_PREFAULT_NONE, 0, 512 * 1024, &r);
   assert_true(r.rss_kb >= stack_kb);
   unsetenv("WEFT_STACK_PREFAULT");
-  /* Huge stacks: whole huge pages. */
+  /* Huge stacks of two huge pages: page is the whole top one (written page
+   * by page should THP give no huge page), all both. */
   if (thp_expected() &&
       (meminfo("HugePages_Free") <= 0 || reserve_hugepages(0))) {
-    prefault_run(WEFT_STACK_PREFAULT_ALL, 1, &r);
+    prefault_run(WEFT_STACK_PREFAULT_PAGE, 1, 4 << 20, &r);
     assert_int_equal(r.s.stacks_thp, r.s.fibers_created);
     assert_true(r.rss_kb >= 2048);
+    assert_true(r.rss_kb < 4096);
+    prefault_run(WEFT_STACK_PREFAULT_ALL, 1, 4 << 20, &r);
+    assert_int_equal(r.s.stacks_thp, r.s.fibers_created);
+    assert_true(r.rss_kb >= 4096);
+    assert_true(r.waiter_rss_kb >= 4096);
   }
 }
 
+/* In the child: prefault all without MADV_POPULATE_WRITE, so by writing to
+ * every page, on the first fiber (whose frames are live) and on one the
+ * worker makes. */
+static void prefault_child(const void* arg) {
+  weft_config_t cfg;
+  weft_runtime_t* rt;
+  weft_counter_t gate;
+  weft_counter_t c;
+  weft_counter_t touched;
+  waiter_t wt;
+  touch_t t;
+  int i;
+
+  (void)arg;
+  if (!deny_madvise(MADV_POPULATE_WRITE_ADVICE))
+    _exit(CHILD_CANNOT_SET_UP);
+  weft_config_init(&cfg);
+  cfg.workers = 1;
+  cfg.stack_prefault = WEFT_STACK_PREFAULT_ALL;
+  if (weft_runtime_create(&rt, &cfg) != 0)
+    _exit(CHILD_NO_RUNTIME);
+  weft_counter_init(&gate, 1);
+  weft_counter_init(&c, 0);
+  weft_counter_init(&touched, 0);
+  memset(&wt, 0, sizeof(wt));
+  memset(&t, 0, sizeof(t));
+  wt.gate = &gate;
+  weft_spawn(rt, waiter_job, &wt, &c);
+  /* The touch job then runs on a fiber the worker makes. */
+  for (i = 0; i < 10000 && atomic_load(&wt.addr) == 0; i++)
+    test_sleep_ms(1);
+  weft_spawn(rt, touch_job, &t, &touched);
+  weft_counter_wait(&touched, 0);
+  if (!t.ok || smaps_field(t.addr, "Rss", NULL) < 512 ||
+      smaps_field(atomic_load(&wt.addr), "Rss", NULL) < 512)
+    _exit(CHILD_NOT_PREFAULTED);
+  weft_counter_add(&gate, -1);
+  weft_counter_wait(&c, 0);
+  weft_runtime_destroy(rt);
+  _exit(0);
+}
+
+static void stack_prefault_without_populate(void** state) {
+  char buf[4096];
+  int status;
+  (void)state;
+  status = in_child(prefault_child, NULL, buf, sizeof(buf));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    fail_msg("child status %#x; it printed:\n%s", (unsigned)status, buf);
+}
+
 int main(void) {
-  /* The overflow tests come first: weft installs its SIGSEGV reporter once
+  /* The tests that fork come first: weft installs its SIGSEGV reporter once
    * per process, at the first runtime start, and cmocka installs its own
    * (not on the alternate stack) around every test, so only a child whose
-   * parent never started a runtime installs weft's last. */
+   * parent never started a runtime installs weft's last; and weft reads
+   * the THP settings once per process, at its first huge stack, which
+   * must be the child's for PR_SET_THP_DISABLE to be seen. */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_teardown(huge_overflow_reported_thp, restore_teardown),
       cmocka_unit_test_teardown(huge_overflow_reported_hugetlb,
+                                restore_teardown),
+      cmocka_unit_test_teardown(huge_overflow_reported_thp_disabled,
+                                restore_teardown),
+      cmocka_unit_test_teardown(huge_overflow_reported_mprotect_guard,
+                                restore_teardown),
+      cmocka_unit_test_teardown(stack_prefault_without_populate,
                                 restore_teardown),
       cmocka_unit_test_teardown(huge_off_normal, restore_teardown),
       cmocka_unit_test_teardown(huge_thp_when_none_reserved, restore_teardown),
@@ -605,6 +808,11 @@ int main(void) {
       cmocka_unit_test_teardown(stack_bound_huge, restore_teardown),
       cmocka_unit_test_teardown(stack_prefault_modes, restore_teardown),
   };
+  /* The settings these tests make must not come in from outside. */
+  unsetenv("WEFT_HUGE_STACKS");
+  unsetenv("WEFT_STACK_PREFAULT");
+  unsetenv("WEFT_PLACEMENT");
+  unsetenv("WEFT_TOPOLOGY");
   return cmocka_run_group_tests_name("stack_huge", tests, group_setup,
                                      restore_teardown);
 }

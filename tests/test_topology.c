@@ -4,8 +4,11 @@
  * WEFT_PLACEMENT / WEFT_TOPOLOGY at runtime start. Built with its own copy
  * of src/topology.c, whose internals libweft does not export.
  */
+#include <dirent.h>
 #include <hwloc.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_util.h"
@@ -383,16 +386,93 @@ static void topology_xml(void** state) {
   weft__topology_plan_free(&b);
 }
 
-/* The process's own machine, counted by a topology of the test's own. */
+/* The process's own machine, counted by a topology of the test's own:
+ * the PUs the process may run on, and the cores they are in. */
 static void this_machine(int* cores, int* pus) {
   hwloc_topology_t t;
+  hwloc_bitmap_t set;
+  hwloc_obj_t core = NULL;
   assert_int_equal(hwloc_topology_init(&t), 0);
   assert_int_equal(hwloc_topology_load(t), 0);
-  *cores = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_CORE);
-  *pus = hwloc_get_nbobjs_by_type(t, HWLOC_OBJ_PU);
+  set = hwloc_bitmap_alloc();
+  assert_non_null(set);
+  if (hwloc_get_cpubind(t, set, HWLOC_CPUBIND_PROCESS) != 0)
+    hwloc_bitmap_copy(set, hwloc_topology_get_topology_cpuset(t));
+  hwloc_bitmap_and(set, set, hwloc_topology_get_topology_cpuset(t));
+  *pus = hwloc_get_nbobjs_inside_cpuset_by_type(t, set, HWLOC_OBJ_PU);
+  *cores = 0;
+  while ((core = hwloc_get_next_obj_by_type(t, HWLOC_OBJ_CORE, core)) != NULL)
+    if (hwloc_bitmap_intersects(core->cpuset, set))
+      (*cores)++;
   if (*cores <= 0)
     *cores = *pus;
+  hwloc_bitmap_free(set);
   hwloc_topology_destroy(t);
+}
+
+/* In a child bound to one CPU, every thread of it (as by taskset -a -c:
+ * sanitizers run threads of their own): weft plans that CPU alone,
+ * whatever the placement. Exits 0, or the number of the check that
+ * failed. */
+static void binding_child(int cpu) {
+  cpu_set_t set;
+  weft__plan_t p;
+  struct dirent* e;
+  DIR* d;
+
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  d = opendir("/proc/self/task");
+  if (d == NULL)
+    _exit(1);
+  while ((e = readdir(d)) != NULL)
+    if (e->d_name[0] != '.' &&
+        sched_setaffinity((pid_t)atoi(e->d_name), sizeof(set), &set) != 0)
+      _exit(1);
+  closedir(d);
+  if (weft__topology_plan(&p, NULL, 0, WEFT_PLACEMENT_CORE) != 0 ||
+      p.nworkers != 1 || p.pu_os_index[0] != cpu || !p.bind)
+    _exit(2);
+  weft__topology_plan_free(&p);
+  if (weft__topology_plan(&p, NULL, 0, WEFT_PLACEMENT_SPILL) != 0 ||
+      p.nworkers != 1 || p.pu_os_index[0] != cpu)
+    _exit(3);
+  weft__topology_plan_free(&p);
+  /* More workers than allowed PUs share them: none goes elsewhere. */
+  if (weft__topology_plan(&p, NULL, 3, WEFT_PLACEMENT_PU) != 0 ||
+      p.pu_os_index[1] != cpu || p.pu_os_index[2] != cpu)
+    _exit(4);
+  weft__topology_plan_free(&p);
+  if (weft__topology_cores() != 1)
+    _exit(5);
+  _exit(0);
+}
+
+/* Plans keep to the process's CPU binding. Runs first: the process's
+ * topology is loaded (and restricted) once, and the child must be the one
+ * to load it. */
+static void topology_keeps_to_binding(void** state) {
+  cpu_set_t set;
+  int cpu = -1;
+  int status;
+  pid_t pid;
+  int c;
+  (void)state;
+
+  assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+  if (CPU_COUNT(&set) < 2)
+    skip(); /* bound to one CPU already: nothing to restrict */
+  for (c = 0; c < CPU_SETSIZE; c++)
+    if (CPU_ISSET(c, &set))
+      cpu = c; /* the last: not where an unrestricted plan starts */
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0)
+    binding_child(cpu);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) != 0)
+    fail_msg("binding_child: check %d failed", WEXITSTATUS(status));
 }
 
 static void topology_this_machine(void** state) {
@@ -578,6 +658,7 @@ static void topology_presets(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(topology_keeps_to_binding),
       cmocka_unit_test(topology_core_256),
       cmocka_unit_test(topology_pu_256),
       cmocka_unit_test(topology_cache_domain),
