@@ -21,6 +21,7 @@
  * know when it does.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "bridge.h"
 
@@ -373,6 +374,7 @@ static int outboxes_init(weft_uv_t* b) {
   if (posix_memalign((void**)&b->outboxes, WEFT__CACHE_LINE,
                      n * sizeof(b->outboxes[0])) != 0)
     return UV_ENOMEM;
+  memset(b->outboxes, 0, n * sizeof(b->outboxes[0])); /* recent[], nrecent */
   for (i = 0; i < n; i++)
     atomic_init(&b->outboxes[i].head, NULL);
   b->noutboxes = n;
