@@ -47,8 +47,9 @@ typedef struct weft_job_s {
   void* arg;
 } weft_job_t;
 
-/* Where workers run (docs/topology.md). Each strategy lists the machine's
- * PUs in the order workers take them, worker i the i-th (wrapping when
+/* Where workers run (docs/topology.md). Each strategy lists the PUs the
+ * process may run on (its CPU affinity when weft first loads the
+ * topology) in the order workers take them, worker i the i-th (wrapping when
  * there are more workers than PUs); steal order follows the hardware
  * hierarchy whatever the strategy. WEFT_PLACEMENT=none|core|pu|cache|spill
  * overrides the configured one. */
@@ -88,7 +89,7 @@ typedef enum {
    * top page when the fiber is made). */
   WEFT_STACK_PREFAULT_NONE = 0,
   /* The top page, where the fiber starts (the whole top huge page on a huge
-   * stack). */
+   * stack). The set-up writes that page anyway: today the same as NONE. */
   WEFT_STACK_PREFAULT_PAGE = 1,
   /* The whole stack: fault-free jobs, at the price of the whole stack's
    * memory for every fiber. */
@@ -114,9 +115,10 @@ typedef struct weft_config_s {
   weft_placement_t placement;
   /* Back fiber stacks with huge pages (=0; WEFT_HUGE_STACKS=1 or 0
    * overrides): reserved hugetlb pages while any are free, else transparent
-   * huge pages, else normal pages (the stats count each). A huge stack is
-   * stack_size rounded up to whole huge pages (2 MiB on x86-64), and costs
-   * that much memory once touched. */
+   * huge pages, else normal pages (the stats count each; a THP stack's
+   * pages may still be small when the kernel has no free huge page). A
+   * huge stack is stack_size rounded up to whole huge pages (2 MiB on
+   * x86-64), and costs that much memory once touched. */
   int huge_stacks;
   /* How much of each new stack its worker faults in before the stack's
    * first use (=WEFT_STACK_PREFAULT_NONE; WEFT_STACK_PREFAULT=none|page|all

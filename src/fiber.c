@@ -42,14 +42,14 @@ static void stat_bump(atomic_uint_fast64_t* a) {
  * memory (from any thread: the policy belongs to the mapping), and
  * prefaulted only on w's own thread (`own`), which is pinned there, so
  * that it is the first toucher. */
-static void stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
+static bool stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
   weft_runtime_t* rt = w->rt;
+  bool bound = !s->bound && rt->plan.bind && rt->plan.pu_os_index != NULL &&
+               weft__stack_bind(s, rt->plan.pu_os_index[w->index]) > 0;
 
-  if (!s->bound && rt->plan.bind && rt->plan.pu_os_index != NULL &&
-      weft__stack_bind(s, rt->plan.pu_os_index[w->index]) > 0)
-    stat_bump(&w->stats.stacks_bound);
   if (own)
     weft__stack_prefault(s, (int)rt->cfg.stack_prefault);
+  return bound; /* newly bound: the caller counts it */
 }
 
 /* A fiber for worker w. Called on w's thread, or (w's first fiber) by the
@@ -57,6 +57,8 @@ static void stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
 static weft__fiber_t* fiber_create(weft__worker_t* w) {
   weft_runtime_t* rt = w->rt;
   weft__fiber_t* f = calloc(1, sizeof(*f));
+  bool bound;
+
   if (f == NULL)
     return NULL;
   if (weft__stack_alloc(&f->stack, rt->cfg.stack_size, rt->cfg.huge_stacks) !=
@@ -66,13 +68,15 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
   }
   /* Before the context set-up writes the top page, so that the page goes
    * where the binding says. */
-  stack_localize(w, &f->stack, weft__worker_current() == w);
+  bound = stack_localize(w, &f->stack, weft__worker_current() == w);
   if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size, weft__fiber_entry) !=
       0) {
     weft__stack_free(&f->stack);
     free(f);
     return NULL;
   }
+  if (bound)
+    stat_bump(&w->stats.stacks_bound);
   switch (f->stack.backing) {
     case WEFT__STACK_HUGETLB:
       stat_bump(&w->stats.stacks_hugetlb);
@@ -198,7 +202,8 @@ void weft__fiber_post(void* arg) {
     case WEFT__POST_START:
       /* The worker's first fiber, made before its thread ran: the thread
        * is now pinned, and this fiber runs on the stack it localizes. */
-      stack_localize(w, &w->current->stack, true);
+      if (stack_localize(w, &w->current->stack, true))
+        stat_bump(&w->stats.stacks_bound);
       break;
     default:
       break;
