@@ -132,6 +132,95 @@ static void spawn_batch_from_job(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* ---- batch jobs are jobs ---------------------------------------------------
+ *
+ * A batch runs as ranges of jobs on one fiber at a time. Each must still be
+ * a job of its own: a job may wait for one behind it in the same batch
+ * (even on one worker), it starts with empty fiber-local slots, the batch
+ * is copied (the caller may reuse its array at once), and each counts in
+ * the statistics. */
+
+#define BATCH_N 3000 /* three blocks, the last one short */
+
+typedef struct {
+  weft_counter_t gate[BATCH_N]; /* job i may wait on gate[i] */
+  atomic_int ran[BATCH_N];
+  int waits_for[BATCH_N]; /* -1, or the later job whose end opens gate[i] */
+  int opens[BATCH_N];     /* -1, or the earlier job this one lets go */
+} batch_deps_t;
+
+static batch_deps_t* deps;
+
+static void dep_job(void* arg) {
+  int i = (int)(intptr_t)arg;
+  void* v = (void*)1;
+  /* Fiber-local slots start empty for every job, even in a range. */
+  CHECK(weft_fls_get(0, &v) == 0 && v == NULL);
+  CHECK(weft_fls_set(0, arg) == 0);
+  if (deps->waits_for[i] >= 0)
+    CHECK(weft_counter_wait(&deps->gate[i], 0) == 0);
+  if (deps->opens[i] >= 0)
+    weft_counter_add(&deps->gate[deps->opens[i]], -1);
+  atomic_fetch_add(&deps->ran[i], 1);
+}
+
+static void never_run(void* arg) {
+  (void)arg;
+  CHECK(0 && "a batch job ran the caller's reused array entry");
+}
+
+static void spawn_batch_jobs_wait_on_later_ones(void** state) {
+  static const unsigned workers[] = {1, 2};
+  size_t k;
+  (void)state;
+
+  deps = calloc(1, sizeof(*deps));
+  assert_non_null(deps);
+  for (k = 0; k < 2; k++) {
+    weft_runtime_t* rt = test_runtime(workers[k]);
+    weft_job_t* jobs = calloc(BATCH_N, sizeof(*jobs));
+    weft_counter_t c;
+    weft_stats_t st;
+    int i;
+
+    assert_non_null(jobs);
+    for (i = 0; i < BATCH_N; i++) {
+      deps->waits_for[i] = -1;
+      deps->opens[i] = -1;
+      atomic_init(&deps->ran[i], 0);
+      weft_counter_init(&deps->gate[i], 1);
+    }
+    /* In every block of 1024 and across blocks: the first job waits for
+     * the last, job 1 for job 2, and job 10 for one 2000 later. */
+    for (i = 0; i + 1023 < BATCH_N; i += 1024) {
+      deps->waits_for[i] = i + 1023;
+      deps->opens[i + 1023] = i;
+    }
+    deps->waits_for[1] = 2;
+    deps->opens[2] = 1;
+    deps->waits_for[10] = 2010;
+    deps->opens[2010] = 10;
+    for (i = 0; i < BATCH_N; i++) {
+      jobs[i].fn = dep_job;
+      jobs[i].arg = (void*)(intptr_t)i;
+    }
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn_batch(rt, jobs, BATCH_N, &c), 0);
+    for (i = 0; i < BATCH_N; i++)
+      jobs[i].fn = never_run; /* copied: the batch must not see this */
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    for (i = 0; i < BATCH_N; i++)
+      assert_int_equal(atomic_load(&deps->ran[i]), 1);
+    assert_true(weft_stats(rt, &st) >= 0);
+    assert_int_equal(st.jobs_run, BATCH_N);
+    test_assert_no_live_fibers(rt);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+    free(jobs);
+  }
+  free(deps);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- priorities ------------------------------------------------------------
  */
 
@@ -301,6 +390,7 @@ int main(void) {
       cmocka_unit_test(spawn_1m_from_4_threads),
       cmocka_unit_test(spawn_batch_from_4_threads),
       cmocka_unit_test(spawn_batch_from_job),
+      cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
       cmocka_unit_test(spawn_priority_outside),
       cmocka_unit_test(spawn_priority_from_job),
       cmocka_unit_test(spawn_pinned),
