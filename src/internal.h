@@ -214,7 +214,7 @@ struct weft__fiber_s {
   uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
-  uint64_t gen;             /* bumped for every job the fiber runs */
+  uint64_t gen; /* bumped for every job the fiber runs */
   /* The batch jobs this fiber still has to run in a row (range.c), given
    * away before it blocks; NULL outside a range. */
   struct weft__frange_s* range;
@@ -331,6 +331,11 @@ void weft__idle_destroy(weft__idle_t* idle);
 /* After publishing work anyone may take: wakes one sleeper unless a worker
  * is already searching (which will find the work and chain the wake-up). */
 void weft__idle_notify(weft_runtime_t* rt);
+/* Before publishing work from outside the pool: if every worker may be
+ * asleep, start waking one now, so that its wake-up (the OS's ~10 us)
+ * overlaps the submission's own work. Only a hint: the weft__idle_notify
+ * after publishing is what guarantees the work is seen. */
+void weft__idle_wake_early(weft_runtime_t* rt);
 /* Whether weft__idle_notify might find a worker to wake: a look without
  * the fence (relaxed loads, possibly stale), for publishers that can live
  * with a wake-up missed now and then (pushes to one's own deque). */
@@ -553,8 +558,7 @@ typedef struct weft__frange_s {
  * (*ntasks of them, linked through task.next from *first to *last) run
  * them, decrementing c (or NULL) once per job. 0 or -ENOMEM. */
 int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
-                     weft__task_t** first, weft__task_t** last,
-                     size_t* ntasks);
+                     weft__task_t** first, weft__task_t** last, size_t* ntasks);
 /* Runs a range task on w's current fiber. */
 void weft__range_run(weft__worker_t* w, weft__range_t* r);
 /* The counter a range task's jobs decrement. */

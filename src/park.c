@@ -117,6 +117,18 @@ static weft__worker_t* pop_sleeper(weft_runtime_t* rt) {
   return w;
 }
 
+void weft__idle_wake_early(weft_runtime_t* rt) {
+  weft__idle_t* idle = &rt->idle;
+
+  /* Relaxed: a hint. A stale read only wakes a worker early for nothing
+   * (it searches, then parks again) or leaves the wake-up to the notify
+   * that follows the publication, as without this call. */
+  if (atomic_load_explicit(&idle->searching, memory_order_relaxed) == 0 &&
+      atomic_load_explicit(&idle->unparked, memory_order_relaxed) <
+          rt->nworkers)
+    weft__idle_notify(rt);
+}
+
 void weft__idle_notify(weft_runtime_t* rt) {
   weft__idle_t* idle = &rt->idle;
   weft__worker_t* w;

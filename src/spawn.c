@@ -80,6 +80,10 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
     return err;
   if (pin >= (int)rt->nworkers)
     return -EINVAL;
+  /* From outside into a pool that may be asleep: the wake-up costs far
+   * more than the allocation and publication, so start it first. */
+  if (w == NULL && pin < 0)
+    weft__idle_wake_early(rt);
   j = weft__job_alloc(w);
   if (j == NULL)
     return -ENOMEM;
@@ -120,6 +124,8 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
   err = prepare(&rt, &w);
   if (err != 0 || n == 0)
     return err;
+  if (w == NULL)
+    weft__idle_wake_early(rt); /* as in weft_spawn_ex */
   /* The jobs go out as a few range tasks (range.c), made before anything
    * is counted, so that a failure submits nothing. */
   err = weft__range_make(jobs, n, counter != NULL ? cast(counter) : NULL, &list,
