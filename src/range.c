@@ -28,7 +28,6 @@ struct weft__jobblock_s {
    * last to drop its hold frees the block: acq_rel, so that every other
    * holder's use happens before the free. */
   atomic_uint refs;
-  uint32_t n;
   weft__counter_t* counter;
   weft__range_t root; /* the block's first range */
   weft_job_t jobs[];
@@ -76,7 +75,6 @@ int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
       return -ENOMEM;
     }
     atomic_init(&b->refs, 1);
-    b->n = (uint32_t)k;
     b->counter = c;
     memcpy(b->jobs, jobs + i * WEFT__BLOCK_JOBS, k * sizeof(b->jobs[0]));
     b->root.task.kind = WEFT__TASK_RANGE;
