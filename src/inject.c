@@ -113,7 +113,11 @@ static bool batch_add(weft_runtime_t* rt, weft__task_t* t, size_t job) {
   else
     b->first = t;
   b->last = t;
-  b->njobs += job;
+  /* The batch's first job is counted as submitted at once, so the runtime
+   * cannot look quiescent (and stop, in weft_run) while jobs wait in an
+   * open batch; the flush counts the rest. Release as in the flush. */
+  if (job != 0 && b->njobs++ == 0)
+    atomic_fetch_add_explicit(&rt->outside_submitted, 1, memory_order_release);
   /* A long batch (a burst of submissions in one callback) goes out in
    * parts, so the workers start on it while the loop is still adding. */
   if (++b->n == WEFT__BATCH_MAX)
@@ -129,14 +133,18 @@ bool weft__batch_add_job(weft_runtime_t* rt, weft__task_t* t) {
   return batch_add(rt, t, 1);
 }
 
+bool weft__batch_is_open(weft_runtime_t* rt) {
+  return tls_batch != NULL && tls_batch->rt == rt;
+}
+
 void weft__batch_flush(weft__batch_t* b) {
   if (b->n == 0)
     return;
-  /* Count the batch's new jobs before anyone can run (and complete) them.
-   * Release pairs with the acquire loads of weft__runtime_quiescent, as in
-   * spawn.c's count_submitted; one RMW per batch, not per job. */
-  if (b->njobs != 0)
-    atomic_fetch_add_explicit(&b->rt->outside_submitted, b->njobs,
+  /* Count the batch's other new jobs before anyone can run (and complete)
+   * them. Release pairs with the acquire loads of weft__runtime_quiescent,
+   * as in spawn.c's count_submitted: two RMWs per batch, not one per job. */
+  if (b->njobs > 1)
+    atomic_fetch_add_explicit(&b->rt->outside_submitted, b->njobs - 1,
                               memory_order_release);
   weft__inject_push(&b->rt->inject, b->first, b->last, b->n,
                     WEFT_PRIORITY_NORMAL);

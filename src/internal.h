@@ -37,7 +37,7 @@ typedef struct weft__fiber_s weft__fiber_t;
 
 /* ---- task: the common head of everything a queue holds ---------------- */
 
-enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2, WEFT__TASK_RANGE = 3 };
+enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2 };
 
 /* Queues hold tasks: new jobs and ready fibers share them. `next` links a
  * task into the injection queue, a mailbox or a free list. */
@@ -214,10 +214,7 @@ struct weft__fiber_s {
   uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
-  uint64_t gen; /* bumped for every job the fiber runs */
-  /* The batch jobs this fiber still has to run in a row (range.c), given
-   * away before it blocks; NULL outside a range. */
-  struct weft__frange_s* range;
+  uint64_t gen;             /* bumped for every job the fiber runs */
   weft__fiber_t* pool_next; /* in a pool */
   weft__fiber_t* all_next;  /* the runtime's list of every fiber */
   weft_runtime_t* rt;
@@ -303,6 +300,9 @@ bool weft__batch_add(weft_runtime_t* rt, weft__task_t* t);
 /* The same for a new job, which the batch counts as submitted when it
  * publishes it (one RMW per batch). */
 bool weft__batch_add_job(weft_runtime_t* rt, weft__task_t* t);
+/* Whether a batch for rt is open on this thread (so a task made ready here
+ * waits for its flush). */
+bool weft__batch_is_open(weft_runtime_t* rt);
 
 /* ---- park.c: per-worker parker and the idle-worker set ---------------- */
 
@@ -479,94 +479,8 @@ static inline void weft__worker_dec_flush(weft__worker_t* w) {
         memory_order_relaxed);
   }
 }
-/* Tasks weft_spawn_batch publishes with one deque operation. */
-#define WEFT__BATCH_CHUNK 128
-
-/* Finished jobs a worker holds back before it applies their decrement. */
-#define WEFT__DEC_MAX 64
-
-/* A job about to run on fiber f takes the fiber's job state afresh. */
-static inline void weft__job_begin(weft__fiber_t* f, int16_t pin,
-                                   uint8_t prio) {
-  f->task.pin = pin;
-  f->task.prio = prio;
-  f->gen++;
-}
-/* A job that ran on fiber f, now on worker w, returned: clear what it left
- * on the fiber, count its decrement of c (held back, see dec_c) and its
- * completion. */
-static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
-                                 weft__counter_t* c) {
-  if (f->fls_used) {
-    for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
-      f->fls[i] = NULL;
-    f->fls_used = 0;
-  }
-  f->task.pin = -1;
-  f->task.prio = WEFT_PRIORITY_NORMAL;
-  if (c != NULL) {
-    /* Cached: the next job on the same counter (the common fan-out) adds
-     * to the same decrement; anything else applies it first. At most
-     * WEFT__DEC_MAX are held back, so a waiter for a value above zero
-     * hears of progress in runs, never much later. */
-    if (w->dec_c != c || w->dec_n >= WEFT__DEC_MAX)
-      weft__worker_dec_flush(w);
-    w->dec_c = c;
-    w->dec_n++;
-  }
-  /* Single writer (this worker): no RMW. Relaxed for the statistic;
-   * release for `completed`, pairing with the acquire loads of
-   * weft__runtime_quiescent: the job's own submissions (made before) are
-   * seen with its completion. */
-  atomic_store_explicit(
-      &w->stats.jobs_run,
-      atomic_load_explicit(&w->stats.jobs_run, memory_order_relaxed) + 1,
-      memory_order_relaxed);
-  atomic_store_explicit(
-      &w->completed,
-      atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
-      memory_order_release);
-}
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w, weft__task_t* t);
-
-/* ---- range.c: weft_spawn_batch's jobs, run in ranges ------------------- */
-
-/* A batch's jobs, copied (the caller may reuse its array at once) in
- * blocks of up to WEFT__BLOCK_JOBS. A block lives while a range task or a
- * running range refers to it. */
-#define WEFT__BLOCK_JOBS 1024
-typedef struct weft__jobblock_s weft__jobblock_t;
-
-/* A queued run of a block's jobs [begin, end). */
-typedef struct weft__range_s {
-  weft__task_t task; /* kind WEFT__TASK_RANGE */
-  weft__jobblock_t* blk;
-  uint32_t begin;
-  uint32_t end;
-} weft__range_t;
-
-/* The part of a range a fiber is running, on the runner's stack: jobs
- * [next, end) are still to come. */
-typedef struct weft__frange_s {
-  weft__jobblock_t* blk;
-  uint32_t next;
-  uint32_t end;
-} weft__frange_t;
-
-/* Copies n >= 1 jobs (every fn checked) into blocks whose range tasks
- * (*ntasks of them, linked through task.next from *first to *last) run
- * them, decrementing c (or NULL) once per job. 0 or -ENOMEM. */
-int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
-                     weft__task_t** first, weft__task_t** last, size_t* ntasks);
-/* Runs a range task on w's current fiber. */
-void weft__range_run(weft__worker_t* w, weft__range_t* r);
-/* The counter a range task's jobs decrement. */
-weft__counter_t* weft__range_counter(const weft__range_t* r);
-/* Fiber f on worker w is about to block: the jobs of its range that have
- * not started go back to w's deque as a range of their own, so that
- * nothing waits behind a blocked job. */
-void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f);
 
 /* ---- runtime.c --------------------------------------------------------- */
 

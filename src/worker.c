@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
+#define WEFT__DEC_MAX 64
 /* A worker out of work looks again WEFT__SPIN_ROUNDS times before it
  * parks: the first WEFT__SPIN_PAUSE_ROUNDS after exponentially growing
  * pause loops (about 3 us in all here), the rest after a sched_yield each
@@ -292,14 +293,39 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
   weft__counter_t* c = j->counter;
   bool embedded = j->owner == WEFT__JOB_EMBEDDED;
 
-  weft__job_begin(f, j->task.pin, j->task.prio);
+  f->task.pin = j->task.pin;
+  f->task.prio = j->task.prio;
+  f->gen++;
   weft__job_free(w->rt, w, j); /* not an embedded one: that is the caller's */
   fn(arg);
   /* The job may have waited and resumed on another worker. */
   w = weft__worker_current();
   if (WEFT__UNLIKELY(embedded))
     w->rt->embedded_done(w->rt->bridge, j, w); /* the record is theirs now */
-  weft__job_end(w, f, c);
+  if (f->fls_used) {
+    for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
+      f->fls[i] = NULL;
+    f->fls_used = 0;
+  }
+  f->task.pin = -1;
+  f->task.prio = WEFT_PRIORITY_NORMAL;
+  if (c != NULL) {
+    /* Cached: the next job on the same counter (the common fan-out) adds
+     * to the same decrement; anything else applies it first. At most
+     * WEFT__DEC_MAX are held back, so a waiter for a value above zero
+     * hears of progress in runs, never much later. */
+    if (w->dec_c != c || w->dec_n >= WEFT__DEC_MAX)
+      weft__worker_dec_flush(w);
+    w->dec_c = c;
+    w->dec_n++;
+  }
+  bump(&w->stats.jobs_run);
+  /* Release pairs with the acquire loads of weft__runtime_quiescent: the
+   * job's own submissions (made before) are seen with its completion. */
+  atomic_store_explicit(
+      &w->completed,
+      atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
+      memory_order_release);
 }
 
 weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
@@ -364,28 +390,18 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
   return w;
 }
 
-/* The counter a task's jobs decrement, if it is a job or a range. */
-static weft__counter_t* task_counter(weft__task_t* t) {
-  if (t->kind == WEFT__TASK_JOB)
-    return ((weft__job_t*)t)->counter;
-  if (t->kind == WEFT__TASK_RANGE)
-    return weft__range_counter((weft__range_t*)t);
-  return NULL;
-}
-
 void weft__worker_loop(void) {
   for (;;) {
     weft__worker_t* w = weft__worker_current();
     weft__task_t* t = find_task(w);
-    if (w->dec_n != 0 && (t == NULL || task_counter(t) != w->dec_c))
+    if (w->dec_n != 0 && (t == NULL || t->kind != WEFT__TASK_JOB ||
+                          ((weft__job_t*)t)->counter != w->dec_c))
       weft__worker_dec_flush(w);
     if (t == NULL) {
       /* Stopping: leave for good, back to the thread's own stack. */
       weft__ctx_exit(&w->current->ctx, &w->native, NULL);
     } else if (t->kind == WEFT__TASK_JOB) {
       run_job(w, (weft__job_t*)t);
-    } else if (t->kind == WEFT__TASK_RANGE) {
-      weft__range_run(w, (weft__range_t*)t);
     } else {
       weft__fiber_resume(w, (weft__fiber_t*)t);
     }

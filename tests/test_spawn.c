@@ -134,13 +134,12 @@ static void spawn_batch_from_job(void** state) {
 
 /* ---- batch jobs are jobs ---------------------------------------------------
  *
- * A batch runs as ranges of jobs on one fiber at a time. Each must still be
- * a job of its own: a job may wait for one behind it in the same batch
- * (even on one worker), it starts with empty fiber-local slots, the batch
- * is copied (the caller may reuse its array at once), and each counts in
- * the statistics. */
+ * Each job of a batch is a job of its own: it may wait for one behind it in
+ * the same batch (even on one worker), it starts with empty fiber-local
+ * slots, the caller may reuse its array at once, and each counts in the
+ * statistics. */
 
-#define BATCH_N 3000 /* three blocks, the last one short */
+#define BATCH_N 3000
 
 typedef struct {
   weft_counter_t gate[BATCH_N]; /* job i may wait on gate[i] */
@@ -190,8 +189,8 @@ static void spawn_batch_jobs_wait_on_later_ones(void** state) {
       atomic_init(&deps->ran[i], 0);
       weft_counter_init(&deps->gate[i], 1);
     }
-    /* In every block of 1024 and across blocks: the first job waits for
-     * the last, job 1 for job 2, and job 10 for one 2000 later. */
+    /* Every 1024th job waits for the one 1023 later, job 1 for job 2, and
+     * job 10 for one 2000 later. */
     for (i = 0; i + 1023 < BATCH_N; i += 1024) {
       deps->waits_for[i] = i + 1023;
       deps->opens[i + 1023] = i;
@@ -207,7 +206,7 @@ static void spawn_batch_jobs_wait_on_later_ones(void** state) {
     weft_counter_init(&c, 0);
     assert_int_equal(weft_spawn_batch(rt, jobs, BATCH_N, &c), 0);
     for (i = 0; i < BATCH_N; i++)
-      jobs[i].fn = never_run; /* copied: the batch must not see this */
+      jobs[i].fn = never_run; /* the batch must not see this */
     assert_int_equal(weft_counter_wait(&c, 0), 0);
     for (i = 0; i < BATCH_N; i++)
       assert_int_equal(atomic_load(&deps->ran[i]), 1);
