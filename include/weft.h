@@ -261,9 +261,12 @@ WEFT_EXTERN int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
                            weft_counter_t* counter);
 
 /* weft_spawn_batch: submits n jobs with one publication; the counter is
- * incremented by n at once. The array may be reused as soon as the call
- * returns. Returns 0 or -EINVAL (any fn NULL: nothing is submitted),
- * -ENOMEM, -ESHUTDOWN. Any thread. */
+ * incremented by n at once. The array is copied: it may be reused as soon
+ * as the call returns. A worker runs a batch's jobs one after another
+ * while idle workers take the ones not yet started, so each is still a
+ * job of its own (they may run side by side and wait for each other).
+ * Returns 0 or -EINVAL (any fn NULL: nothing is submitted), -ENOMEM,
+ * -ESHUTDOWN. Any thread. */
 WEFT_EXTERN int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs,
                                  size_t n, weft_counter_t* counter);
 

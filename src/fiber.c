@@ -220,8 +220,13 @@ static void count_switch(weft__worker_t* w) {
 
 void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post) {
   weft__fiber_t* self = w->current;
-  weft__fiber_t* next = weft__fiber_get(w);
+  weft__fiber_t* next;
   void* arg;
+
+  /* Batch jobs this fiber's range holds must not wait for it. */
+  if (self->range != NULL)
+    weft__range_give_away(w, self);
+  next = weft__fiber_get(w);
 
   if (next == NULL) {
     /* No fiber to switch to (out of memory): degrade to blocking this

@@ -37,7 +37,7 @@ typedef struct weft__fiber_s weft__fiber_t;
 
 /* ---- task: the common head of everything a queue holds ---------------- */
 
-enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2 };
+enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2, WEFT__TASK_RANGE = 3 };
 
 /* Queues hold tasks: new jobs and ready fibers share them. `next` links a
  * task into the injection queue, a mailbox or a free list. */
@@ -214,7 +214,10 @@ struct weft__fiber_s {
   uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
-  uint64_t gen;             /* bumped for every job the fiber runs */
+  uint64_t gen; /* bumped for every job the fiber runs */
+  /* The batch range this fiber is running (range.c), whose unstarted jobs
+   * go back to the queues before it blocks; NULL outside a range. */
+  struct weft__frange_s* range;
   weft__fiber_t* pool_next; /* in a pool */
   weft__fiber_t* all_next;  /* the runtime's list of every fiber */
   weft_runtime_t* rt;
@@ -415,6 +418,16 @@ typedef struct weft__wstats_s {
   atomic_uint_fast64_t stacks_bound;
 } weft__wstats_t;
 
+/* The batch range a worker is running (range.c): jobs [next, end) of
+ * blk, packed in span (end << 32 | next). The owner claims jobs from the
+ * bottom, thieves halve it from the top, both by CAS on span; blk changes
+ * only under lock, so a thief holding the lock may take a reference. */
+typedef struct weft__rslot_s {
+  weft__spin_t lock;
+  _Atomic(struct weft__jobblock_s*) blk;
+  _Atomic uint64_t span;
+} weft__rslot_t;
+
 struct weft__worker_s {
   /* Owner-side hot fields. */
   weft_runtime_t* rt;
@@ -444,6 +457,7 @@ struct weft__worker_s {
   bool sleeping; /* in the idle set's sleeper stack; under its lock */
   weft__wstats_t stats;
   weft__altstack_t altstack;
+  WEFT__ALIGNED weft__rslot_t rslot;
   pthread_t thread;
   bool thread_started;
 };
@@ -479,8 +493,92 @@ static inline void weft__worker_dec_flush(weft__worker_t* w) {
         memory_order_relaxed);
   }
 }
+/* Finished jobs a worker holds back before it applies their decrement. */
+#define WEFT__DEC_MAX 64
+
+/* A job about to run on fiber f takes the fiber's job state afresh. */
+static inline void weft__job_begin(weft__fiber_t* f, int16_t pin,
+                                   uint8_t prio) {
+  f->task.pin = pin;
+  f->task.prio = prio;
+  f->gen++;
+}
+/* A job that ran on fiber f, now on worker w, returned: clear what it left
+ * on the fiber, count its decrement of c (held back, see dec_c) and its
+ * completion. */
+static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
+                                 weft__counter_t* c) {
+  if (f->fls_used) {
+    for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
+      f->fls[i] = NULL;
+    f->fls_used = 0;
+  }
+  f->task.pin = -1;
+  f->task.prio = WEFT_PRIORITY_NORMAL;
+  if (c != NULL) {
+    /* Cached: the next job on the same counter (the common fan-out) adds
+     * to the same decrement; anything else applies it first. At most
+     * WEFT__DEC_MAX are held back, so a waiter for a value above zero
+     * hears of progress in runs, never much later. */
+    if (w->dec_c != c || w->dec_n >= WEFT__DEC_MAX)
+      weft__worker_dec_flush(w);
+    w->dec_c = c;
+    w->dec_n++;
+  }
+  /* Single writer (this worker): no RMW. Relaxed for the statistic;
+   * release for `completed`, pairing with the acquire loads of
+   * weft__runtime_quiescent: the job's own submissions (made before) are
+   * seen with its completion. */
+  atomic_store_explicit(
+      &w->stats.jobs_run,
+      atomic_load_explicit(&w->stats.jobs_run, memory_order_relaxed) + 1,
+      memory_order_relaxed);
+  atomic_store_explicit(
+      &w->completed,
+      atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
+      memory_order_release);
+}
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w, weft__task_t* t);
+
+/* ---- range.c: weft_spawn_batch's jobs, run in ranges ------------------- */
+
+/* A batch's jobs are copied into blocks of up to WEFT__BLOCK_JOBS. */
+#define WEFT__BLOCK_JOBS 1024
+typedef struct weft__jobblock_s weft__jobblock_t;
+
+/* A queued run of a block's jobs [begin, end). */
+typedef struct weft__range_s {
+  weft__task_t task; /* kind WEFT__TASK_RANGE */
+  weft__jobblock_t* blk;
+  uint32_t begin;
+  uint32_t end;
+} weft__range_t;
+
+/* A fiber's hold on the range it runs: the slot of the worker it started
+ * on, or NULL once the rest was given away. */
+typedef struct weft__frange_s {
+  weft__rslot_t* slot;
+  weft__jobblock_t* blk;
+} weft__frange_t;
+
+/* Copies n >= 1 jobs (every fn checked) into blocks whose range tasks
+ * (*ntasks of them, linked through task.next from *first to *last) run
+ * them, decrementing c (or NULL) once per job. 0 or -ENOMEM. */
+int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
+                     weft__task_t** first, weft__task_t** last, size_t* ntasks);
+/* Runs a range task on w's current fiber. */
+void weft__range_run(weft__worker_t* w, weft__range_t* r);
+/* The counter a range task's jobs decrement. */
+weft__counter_t* weft__range_counter(const weft__range_t* r);
+/* Takes the upper half of the range victim v is running, as a range task
+ * for the caller to run; NULL if there is none. */
+weft__task_t* weft__range_steal(weft__worker_t* v);
+/* Whether v's running range has jobs nobody has started (a racy look). */
+bool weft__range_visible(weft__worker_t* v);
+/* Fiber f on worker w is about to block: the jobs of its range that have
+ * not started go back to w's deque, and w's slot is free again. */
+void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f);
 
 /* ---- runtime.c --------------------------------------------------------- */
 

@@ -234,10 +234,13 @@ bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
     return false;
   if (!weft__inject_empty(&rt->inject, WEFT__NPRIO - 1))
     return true;
-  for (i = 0; i < rt->nworkers; i++)
+  for (i = 0; i < rt->nworkers; i++) {
     for (p = 0; p < WEFT__NPRIO; p++)
       if (weft__deque_size(&rt->workers[i].dq[p]) != 0)
         return true;
+    if (weft__range_visible(&rt->workers[i]))
+      return true; /* unstarted batch jobs others may steal */
+  }
   return false;
 }
 

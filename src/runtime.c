@@ -144,6 +144,9 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     w->index = i;
     weft__inject_init(&w->mailbox);
     atomic_init(&w->parker.state, 0);
+    atomic_init(&w->rslot.lock.locked, 0);
+    atomic_init(&w->rslot.blk, NULL);
+    atomic_init(&w->rslot.span, 0);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
       if (err != 0)

@@ -112,9 +112,10 @@ int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
 int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
                      weft_counter_t* counter) {
   weft__task_t* chunk[WEFT__BATCH_CHUNK];
-  weft__task_t* list = NULL;
-  weft__task_t* t;
+  weft__task_t* list;
+  weft__task_t* last;
   weft__worker_t* w;
+  size_t ntasks;
   size_t i;
   size_t m;
   int err;
@@ -129,60 +130,24 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
     return err;
   if (w == NULL)
     weft__idle_wake_early(rt); /* as in weft_spawn_ex */
-
-  /* Allocate every record first, so a failure submits nothing. They are
-   * linked in reverse; publication walks them back into order. */
-  for (i = n; i-- > 0;) {
-    weft__job_t* j = weft__job_alloc(w);
-    if (j == NULL) {
-      while (list != NULL) {
-        t = list;
-        list = t->next;
-        weft__job_free(rt, w, (weft__job_t*)t);
-      }
-      return -ENOMEM;
-    }
-    j->task.kind = WEFT__TASK_JOB;
-    j->task.prio = WEFT_PRIORITY_NORMAL;
-    j->task.pin = -1;
-    j->fn = jobs[i].fn;
-    j->arg = jobs[i].arg;
-    j->counter = counter != NULL ? cast(counter) : NULL;
-    j->task.next = list;
-    list = &j->task;
-  }
+  /* The jobs go out as a few range tasks (range.c), made before anything
+   * is counted, so that a failure submits nothing. */
+  err = weft__range_make(jobs, n, counter != NULL ? cast(counter) : NULL, &list,
+                         &last, &ntasks);
+  if (err != 0)
+    return err;
   if (counter != NULL)
     counter_inc(w, cast(counter), (int64_t)n);
   count_submitted(rt, w, n);
 
   if (w == NULL) {
-    weft__task_t* last = list;
-    while (last->next != NULL)
-      last = last->next;
-    weft__inject_push(&rt->inject, list, last, n, WEFT_PRIORITY_NORMAL);
+    weft__inject_push(&rt->inject, list, last, ntasks, WEFT_PRIORITY_NORMAL);
     weft__idle_notify(rt);
     return 0;
   }
-  /* One publication for the whole batch where a pointer array can be had;
-   * otherwise chunks of WEFT__BATCH_CHUNK. */
-  if (n > WEFT__BATCH_CHUNK) {
-    weft__task_t** all = malloc(n * sizeof(*all));
-    if (all != NULL) {
-      for (i = 0; i < n; i++) {
-        all[i] = list;
-        list = list->next;
-      }
-      if (weft__deque_push_batch(&w->dq[WEFT_PRIORITY_NORMAL],
-                                 (void* const*)all, n) != 0) {
-        for (i = 0; i + 1 < n; i++)
-          all[i]->next = all[i + 1];
-        weft__inject_push(&rt->inject, all[0], all[n - 1], n,
-                          WEFT_PRIORITY_NORMAL);
-      }
-      free(all);
-      weft__idle_notify(rt);
-      return 0;
-    }
+  if (ntasks == 1) {
+    weft__worker_ready(rt, w, list);
+    return 0;
   }
   while (list != NULL) {
     for (m = 0; m < WEFT__BATCH_CHUNK && list != NULL; m++) {
@@ -195,11 +160,12 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
                                (void* const*)chunk, m) != 0) {
       for (i = 0; i + 1 < m; i++)
         chunk[i]->next = chunk[i + 1];
+      chunk[m - 1]->next = NULL;
       weft__inject_push(&rt->inject, chunk[0], chunk[m - 1], m,
                         WEFT_PRIORITY_NORMAL);
     }
-    weft__idle_notify(rt);
   }
+  weft__idle_notify(rt);
   return 0;
 }
 

@@ -15,7 +15,6 @@
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
-#define WEFT__DEC_MAX 64
 /* A worker out of work looks again WEFT__SPIN_ROUNDS times before it
  * parks: the first WEFT__SPIN_PAUSE_ROUNDS after exponentially growing
  * pause loops (about 3 us in all here), the rest after a sched_yield each
@@ -141,8 +140,16 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
       weft__worker_t* v = &rt->workers[near[lo + (start + i) % len]];
       weft__task_t* t;
       int lost = 0;
-      if (weft__deque_size(&v->dq[prio]) == 0)
+      if (weft__deque_size(&v->dq[prio]) == 0) {
+        /* Nothing queued: the unstarted half of the batch range it runs,
+         * if any (ranges are normal priority). */
+        if (prio == WEFT_PRIORITY_NORMAL &&
+            (t = weft__range_steal(v)) != NULL) {
+          bump(&w->stats.steals);
+          return t;
+        }
         continue;
+      }
       t = weft__deque_steal(&v->dq[prio], &lost);
       if (t != NULL) {
         steal_more(w, v, prio);
@@ -293,39 +300,14 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
   weft__counter_t* c = j->counter;
   bool embedded = j->owner == WEFT__JOB_EMBEDDED;
 
-  f->task.pin = j->task.pin;
-  f->task.prio = j->task.prio;
-  f->gen++;
+  weft__job_begin(f, j->task.pin, j->task.prio);
   weft__job_free(w->rt, w, j); /* not an embedded one: that is the caller's */
   fn(arg);
   /* The job may have waited and resumed on another worker. */
   w = weft__worker_current();
   if (WEFT__UNLIKELY(embedded))
     w->rt->embedded_done(w->rt->bridge, j, w); /* the record is theirs now */
-  if (f->fls_used) {
-    for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
-      f->fls[i] = NULL;
-    f->fls_used = 0;
-  }
-  f->task.pin = -1;
-  f->task.prio = WEFT_PRIORITY_NORMAL;
-  if (c != NULL) {
-    /* Cached: the next job on the same counter (the common fan-out) adds
-     * to the same decrement; anything else applies it first. At most
-     * WEFT__DEC_MAX are held back, so a waiter for a value above zero
-     * hears of progress in runs, never much later. */
-    if (w->dec_c != c || w->dec_n >= WEFT__DEC_MAX)
-      weft__worker_dec_flush(w);
-    w->dec_c = c;
-    w->dec_n++;
-  }
-  bump(&w->stats.jobs_run);
-  /* Release pairs with the acquire loads of weft__runtime_quiescent: the
-   * job's own submissions (made before) are seen with its completion. */
-  atomic_store_explicit(
-      &w->completed,
-      atomic_load_explicit(&w->completed, memory_order_relaxed) + 1,
-      memory_order_release);
+  weft__job_end(w, f, c);
 }
 
 weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
@@ -402,6 +384,8 @@ void weft__worker_loop(void) {
       weft__ctx_exit(&w->current->ctx, &w->native, NULL);
     } else if (t->kind == WEFT__TASK_JOB) {
       run_job(w, (weft__job_t*)t);
+    } else if (t->kind == WEFT__TASK_RANGE) {
+      weft__range_run(w, (weft__range_t*)t);
     } else {
       weft__fiber_resume(w, (weft__fiber_t*)t);
     }

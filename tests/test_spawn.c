@@ -2,7 +2,9 @@
  * priorities and pinning.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -220,6 +222,57 @@ static void spawn_batch_jobs_wait_on_later_ones(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* Jobs of one batch run side by side: n jobs on n workers must all be
+ * running at once, even when each blocks its thread (usleep) or spins on
+ * sched_yield without going through weft. Each waits (at most 5 s) until
+ * all n have arrived; a job held back behind another would never arrive
+ * (batch ranges that only split between jobs did exactly that). */
+static atomic_int arrived;
+static int side_by_side_n;
+static int side_by_side_spin;
+
+static void meet_job(void* arg) {
+  int i;
+  (void)arg;
+  atomic_fetch_add(&arrived, 1);
+  for (i = 0; i < 50000 && atomic_load(&arrived) < side_by_side_n; i++) {
+    if (side_by_side_spin)
+      sched_yield();
+    else
+      usleep(100);
+  }
+  CHECK(atomic_load(&arrived) == side_by_side_n);
+}
+
+static void spawn_batch_jobs_run_side_by_side(void** state) {
+  static const unsigned workers[] = {2, 4};
+  size_t k;
+  int spin;
+  (void)state;
+
+  for (k = 0; k < 2; k++) {
+    for (spin = 0; spin <= 1; spin++) {
+      weft_runtime_t* rt = test_runtime(workers[k]);
+      weft_job_t jobs[4];
+      weft_counter_t c;
+      unsigned i;
+
+      atomic_store(&arrived, 0);
+      side_by_side_n = (int)workers[k];
+      side_by_side_spin = spin;
+      for (i = 0; i < workers[k]; i++) {
+        jobs[i].fn = meet_job;
+        jobs[i].arg = NULL;
+      }
+      weft_counter_init(&c, 0);
+      assert_int_equal(weft_spawn_batch(rt, jobs, workers[k], &c), 0);
+      assert_int_equal(weft_counter_wait(&c, 0), 0);
+      assert_int_equal(weft_runtime_destroy(rt), 0);
+    }
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- priorities ------------------------------------------------------------
  */
 
@@ -390,6 +443,7 @@ int main(void) {
       cmocka_unit_test(spawn_batch_from_4_threads),
       cmocka_unit_test(spawn_batch_from_job),
       cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
+      cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
       cmocka_unit_test(spawn_priority_outside),
       cmocka_unit_test(spawn_priority_from_job),
       cmocka_unit_test(spawn_pinned),

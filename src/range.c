@@ -1,0 +1,208 @@
+/* range.c: weft_spawn_batch's jobs, run in ranges.
+ *
+ * A batch is copied into blocks of up to WEFT__BLOCK_JOBS jobs, and each
+ * block is queued as one range task instead of one task per job. A worker
+ * running a range keeps its unstarted jobs [next, end) in its slot, where
+ * it claims them one by one from the bottom while thieves halve them from
+ * the top (both by CAS on one word): every unstarted job can be stolen
+ * while the job before it runs, however long that job takes or however it
+ * blocks. Each job still gets the full job contract (its own generation,
+ * fiber-local slots, pin and priority reset, its counter decrement, its
+ * completion count). Before a fiber in a range suspends, the rest of its
+ * range goes back to the deque and the worker's slot is free for the next
+ * fiber.
+ *
+ * A range record is never allocated: a block holds one per job, and the
+ * range starting at job i uses record i. Ranges never overlap, and a range
+ * record is read before its first job is claimed, so record i is free
+ * whenever a new range may start at i. Blocks are reference counted: every
+ * queued or running range holds its block.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct weft__jobblock_s {
+  /* Ranges queued or running on this block. A holder adds one for each
+   * range it makes (relaxed: it holds one itself, so the count cannot
+   * reach zero meanwhile; the range's publication orders the rest). The
+   * last to drop its hold frees the block: acq_rel, so that every other
+   * holder's use happens before the free. */
+  atomic_uint refs;
+  weft__counter_t* counter;
+  weft__range_t* ranges; /* one per job, after the jobs */
+  weft_job_t jobs[];
+};
+
+static uint64_t span_pack(uint32_t next, uint32_t end) {
+  return (uint64_t)end << 32 | next;
+}
+
+static void block_drop(weft__jobblock_t* b) {
+  if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
+    free(b);
+}
+
+/* The range task for jobs [begin, end) of b, in record `begin`. The caller
+ * holds a reference to b. */
+static weft__range_t* range_at(weft__jobblock_t* b, uint32_t begin,
+                               uint32_t end) {
+  weft__range_t* r = &b->ranges[begin];
+  r->task.kind = WEFT__TASK_RANGE;
+  r->task.prio = WEFT_PRIORITY_NORMAL;
+  r->task.pin = -1;
+  r->task.next = NULL;
+  r->blk = b;
+  r->begin = begin;
+  r->end = end;
+  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  return r;
+}
+
+int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
+                     weft__task_t** first, weft__task_t** last,
+                     size_t* ntasks) {
+  size_t nblk = (n + WEFT__BLOCK_JOBS - 1) / WEFT__BLOCK_JOBS;
+  weft__task_t* head = NULL;
+  weft__task_t** tail = &head;
+  weft__jobblock_t* b = NULL;
+  size_t i;
+
+  for (i = 0; i < nblk; i++) {
+    size_t k = i + 1 < nblk ? WEFT__BLOCK_JOBS : n - i * WEFT__BLOCK_JOBS;
+    b = malloc(sizeof(*b) + k * (sizeof(b->jobs[0]) + sizeof(weft__range_t)));
+    if (b == NULL) {
+      while (head != NULL) {
+        weft__range_t* r = (weft__range_t*)(void*)head;
+        head = head->next;
+        free(r->blk);
+      }
+      return -ENOMEM;
+    }
+    atomic_init(&b->refs, 0);
+    b->counter = c;
+    b->ranges = (weft__range_t*)(void*)(b->jobs + k);
+    memcpy(b->jobs, jobs + i * WEFT__BLOCK_JOBS, k * sizeof(b->jobs[0]));
+    *tail = &range_at(b, 0, (uint32_t)k)->task;
+    tail = &(*tail)->next;
+  }
+  *first = head;
+  *last = &b->ranges[0].task;
+  *ntasks = nblk;
+  return 0;
+}
+
+weft__counter_t* weft__range_counter(const weft__range_t* r) {
+  return r->blk->counter;
+}
+
+void weft__range_run(weft__worker_t* w, weft__range_t* r) {
+  weft__fiber_t* f = w->current;
+  weft__rslot_t* slot = &w->rslot;
+  weft__jobblock_t* b = r->blk;
+  uint32_t begin = r->begin;
+  uint32_t end = r->end;
+  weft__frange_t fr;
+
+  /* r is read: from here a thief may reuse it. Under the lock: a thief
+   * that sees blk may take a reference while we still hold ours. */
+  weft__spin_lock(&slot->lock);
+  atomic_store_explicit(&slot->span, span_pack(begin, end),
+                        memory_order_relaxed);
+  atomic_store_explicit(&slot->blk, b, memory_order_relaxed);
+  weft__spin_unlock(&slot->lock);
+  fr.slot = slot;
+  fr.blk = b;
+  f->range = &fr;
+  /* Jobs others could take: let a sleeper come for them (the fence in the
+   * notify pairs with the one a worker makes before it parks, which then
+   * sees the slot: weft__range_visible). */
+  if (end - begin >= 2)
+    weft__idle_notify(w->rt);
+  /* A fiber migrates only by suspending, which gives the range away and
+   * clears fr.slot: while fr.slot is set we are on its worker. */
+  while ((slot = fr.slot) != NULL) {
+    uint64_t s = atomic_load_explicit(&slot->span, memory_order_relaxed);
+    uint32_t next = (uint32_t)s;
+    weft_job_t* j;
+
+    if (next >= (uint32_t)(s >> 32))
+      break;
+    /* Relaxed: the CAS only decides who runs job `next` (against thieves
+     * shrinking the top); the jobs' contents came with the block. */
+    if (!atomic_compare_exchange_weak_explicit(
+            &slot->span, &s, span_pack(next + 1, (uint32_t)(s >> 32)),
+            memory_order_relaxed, memory_order_relaxed))
+      continue;
+    j = &b->jobs[next];
+    weft__job_begin(f, -1, WEFT_PRIORITY_NORMAL);
+    j->fn(j->arg);
+    w = weft__worker_current();
+    weft__job_end(w, f, b->counter);
+  }
+  if (fr.slot != NULL) {
+    weft__spin_lock(&fr.slot->lock);
+    atomic_store_explicit(&fr.slot->blk, NULL, memory_order_relaxed);
+    atomic_store_explicit(&fr.slot->span, 0, memory_order_relaxed);
+    weft__spin_unlock(&fr.slot->lock);
+  }
+  f->range = NULL;
+  block_drop(b);
+}
+
+weft__task_t* weft__range_steal(weft__worker_t* v) {
+  weft__rslot_t* slot = &v->rslot;
+  weft__range_t* r = NULL;
+  weft__jobblock_t* b;
+
+  if (!weft__range_visible(v))
+    return NULL;
+  weft__spin_lock(&slot->lock);
+  b = atomic_load_explicit(&slot->blk, memory_order_relaxed);
+  if (b != NULL) {
+    uint64_t s = atomic_load_explicit(&slot->span, memory_order_relaxed);
+    for (;;) {
+      uint32_t next = (uint32_t)s;
+      uint32_t end = (uint32_t)(s >> 32);
+      uint32_t mid = next + (end - next) / 2; /* one left: take it */
+      if (next >= end)
+        break;
+      /* Relaxed, as the owner's claim: only the indexes change hands. */
+      if (atomic_compare_exchange_weak_explicit(
+              &slot->span, &s, span_pack(next, mid), memory_order_relaxed,
+              memory_order_relaxed)) {
+        r = range_at(b, mid, end); /* the owner's hold keeps b alive */
+        break;
+      }
+    }
+  }
+  weft__spin_unlock(&slot->lock);
+  return r != NULL ? &r->task : NULL;
+}
+
+bool weft__range_visible(weft__worker_t* v) {
+  /* Relaxed: a hint, or (in weft__idle_work_visible) ordered by the
+   * fences on either side of the park/notify race. */
+  uint64_t s = atomic_load_explicit(&v->rslot.span, memory_order_relaxed);
+  return (uint32_t)s < (uint32_t)(s >> 32);
+}
+
+void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f) {
+  weft__frange_t* fr = f->range;
+  weft__rslot_t* slot = fr->slot;
+  uint64_t s;
+
+  f->range = NULL;
+  if (slot == NULL)
+    return;
+  /* Take the rest whole; under the lock no thief is halving it. */
+  weft__spin_lock(&slot->lock);
+  s = atomic_exchange_explicit(&slot->span, 0, memory_order_relaxed);
+  atomic_store_explicit(&slot->blk, NULL, memory_order_relaxed);
+  weft__spin_unlock(&slot->lock);
+  fr->slot = NULL;
+  if ((uint32_t)s < (uint32_t)(s >> 32))
+    weft__worker_ready(
+        w->rt, w, &range_at(fr->blk, (uint32_t)s, (uint32_t)(s >> 32))->task);
+}
