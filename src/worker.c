@@ -310,6 +310,15 @@ static void run_job(weft__worker_t* w, weft__job_t* j) {
   weft__job_end(w, f, c);
 }
 
+/* The counter a task's jobs decrement, if it is a job or a range. */
+static weft__counter_t* task_counter(weft__task_t* t) {
+  if (t->kind == WEFT__TASK_JOB)
+    return ((weft__job_t*)t)->counter;
+  if (t->kind == WEFT__TASK_RANGE)
+    return weft__range_counter((weft__range_t*)t);
+  return NULL;
+}
+
 weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
                                   int64_t target) {
   weft__fiber_t* f = w->current;
@@ -344,7 +353,7 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     if (t == NULL)
       break;
     j = (weft__job_t*)t;
-    if (t->kind != WEFT__TASK_JOB || j->counter != c) {
+    if (task_counter(t) != c) {
       if (weft__deque_push(&w->dq[WEFT_PRIORITY_NORMAL], t) != 0)
         weft__worker_ready(w->rt, NULL, t); /* cannot fail */
       break;
@@ -359,7 +368,16 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     pin = f->task.pin;
     prio = f->task.prio;
     gen = f->gen;
-    run_job(w, j);
+    if (t->kind == WEFT__TASK_JOB) {
+      run_job(w, j);
+    } else {
+      /* A range of c's batch: it needs the worker's slot, so the range
+       * this fiber is in (if any) goes back to the deque first, as it
+       * would if we suspended. */
+      if (f->range != NULL)
+        weft__range_give_away(w, f);
+      weft__range_run(w, (weft__range_t*)t);
+    }
     f->task.pin = pin;
     f->task.prio = prio;
     f->gen = gen;
@@ -376,8 +394,7 @@ void weft__worker_loop(void) {
   for (;;) {
     weft__worker_t* w = weft__worker_current();
     weft__task_t* t = find_task(w);
-    if (w->dec_n != 0 && (t == NULL || t->kind != WEFT__TASK_JOB ||
-                          ((weft__job_t*)t)->counter != w->dec_c))
+    if (w->dec_n != 0 && (t == NULL || task_counter(t) != w->dec_c))
       weft__worker_dec_flush(w);
     if (t == NULL) {
       /* Stopping: leave for good, back to the thread's own stack. */

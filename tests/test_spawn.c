@@ -273,6 +273,56 @@ static void spawn_batch_jobs_run_side_by_side(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* A job that waits for a batch it just spawned runs that batch's jobs
+ * itself while they are still on top of its deque, as it does for single
+ * jobs: on one worker, batches nested in a batch need no second fiber and
+ * no switch. */
+static atomic_int leaves;
+
+static void leaf_job(void* arg) {
+  (void)arg;
+  atomic_fetch_add(&leaves, 1);
+}
+
+static void nest_job(void* arg) {
+  weft_job_t inner[4];
+  weft_counter_t c;
+  int i;
+  (void)arg;
+  for (i = 0; i < 4; i++) {
+    inner[i].fn = leaf_job;
+    inner[i].arg = NULL;
+  }
+  weft_counter_init(&c, 0);
+  CHECK(weft_spawn_batch(NULL, inner, 4, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+static void spawn_batch_nested_runs_inline(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  weft_job_t outer[100];
+  weft_counter_t c;
+  weft_stats_t st;
+  int i;
+  (void)state;
+
+  atomic_store(&leaves, 0);
+  for (i = 0; i < 100; i++) {
+    outer[i].fn = nest_job;
+    outer[i].arg = NULL;
+  }
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn_batch(rt, outer, 100, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  assert_int_equal(atomic_load(&leaves), 400);
+  assert_true(weft_stats(rt, &st) >= 0);
+  assert_int_equal(st.jobs_run, 500);
+  assert_int_equal(st.fiber_switches, 0);
+  assert_int_equal(st.fibers_created, 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- priorities ------------------------------------------------------------
  */
 
@@ -444,6 +494,7 @@ int main(void) {
       cmocka_unit_test(spawn_batch_from_job),
       cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
       cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
+      cmocka_unit_test(spawn_batch_nested_runs_inline),
       cmocka_unit_test(spawn_priority_outside),
       cmocka_unit_test(spawn_priority_from_job),
       cmocka_unit_test(spawn_pinned),
