@@ -147,6 +147,9 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
   }
   if (ntasks == 1) {
     weft__worker_ready(rt, w, list);
+    /* A batch is worth a fenced wake-up (the push's own look at the
+     * sleepers has none): the spawner may block before it runs it. */
+    weft__idle_notify(rt);
     return 0;
   }
   while (list != NULL) {

@@ -374,8 +374,12 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
       /* A range of c's batch: it needs the worker's slot, so the range
        * this fiber is in (if any) goes back to the deque first, as it
        * would if we suspended. */
-      if (f->range != NULL)
+      if (f->range != NULL) {
         weft__range_give_away(w, f);
+        /* We will not be back at our deque soon: wake a thief for it
+         * (the push's own look at the sleepers has no fence). */
+        weft__idle_notify(w->rt);
+      }
       weft__range_run(w, (weft__range_t*)t);
     }
     f->task.pin = pin;
