@@ -10,6 +10,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -56,11 +57,12 @@ static bool stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
  * thread starting the runtime: then w localizes it when it starts. */
 static weft__fiber_t* fiber_create(weft__worker_t* w) {
   weft_runtime_t* rt = w->rt;
-  weft__fiber_t* f = calloc(1, sizeof(*f));
+  weft__fiber_t* f = aligned_alloc(WEFT__CACHE_LINE, sizeof(*f));
   bool bound;
 
   if (f == NULL)
     return NULL;
+  memset(f, 0, sizeof(*f));
   if (weft__stack_alloc(&f->stack, rt->cfg.stack_size, rt->cfg.huge_stacks) !=
       0) {
     free(f);
@@ -192,6 +194,13 @@ void weft__fiber_post(void* arg) {
       break;
     case WEFT__POST_YIELD:
       weft__fiber_set(f, WEFT__FIBER_SUSPENDING, WEFT__FIBER_READY);
+      if (f->task.pin >= 0) {
+        /* A pinned job stays on its worker (this one): behind what its
+         * mailbox holds, and nobody else needs waking. */
+        weft__inject_push(&w->rt->workers[f->task.pin].mailbox, &f->task,
+                          &f->task, 1, f->task.prio);
+        break;
+      }
       /* Behind everything queued from outside: a yield lets others run. */
       weft__inject_push(&w->rt->inject, &f->task, &f->task, 1, f->task.prio);
       weft__idle_notify(w->rt);
@@ -223,16 +232,19 @@ void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post) {
   weft__fiber_t* next;
   void* arg;
 
-  /* Batch jobs this fiber's range holds must not wait for it. */
-  if (self->range != NULL)
-    weft__range_give_away(w, self);
   next = weft__fiber_get(w);
-
   if (next == NULL) {
     /* No fiber to switch to (out of memory): degrade to blocking this
      * worker's thread for a counter, and to a no-op for a yield. */
     if (post->op == WEFT__POST_WAIT) {
       weft_counter_t* c = (weft_counter_t*)(void*)post->counter;
+      /* Our range and deque must not wait for us: the range goes where
+       * every worker sees it, and the fenced notify makes sure a sleeper
+       * sees it and our deque (our pushes' looks had no fence). With one
+       * worker nobody can: the wait may then never end. */
+      if (self->range != NULL)
+        weft__range_give_away(w, self, true);
+      weft__idle_notify(w->rt);
       w->current = NULL;
       weft_counter_wait(c, post->target);
       w = weft__worker_current();
@@ -240,6 +252,9 @@ void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post) {
     }
     return;
   }
+  /* Batch jobs this fiber's range holds must not wait for it. */
+  if (self->range != NULL)
+    weft__range_give_away(w, self, false);
   weft__fiber_set(self, WEFT__FIBER_RUNNING, WEFT__FIBER_SUSPENDING);
   w->current = next;
   count_switch(w);

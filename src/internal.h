@@ -203,8 +203,10 @@ enum {
   WEFT__FIBER_READY
 };
 
+/* Cache-line aligned (and so sized): fibers of different workers are
+ * written at every job they run, and must not share a line. */
 struct weft__fiber_s {
-  weft__task_t task; /* first: a ready fiber is a task */
+  WEFT__ALIGNED weft__task_t task; /* first: a ready fiber is a task */
   weft__ctx_t ctx;
   weft__stack_t stack;
   atomic_int state;
@@ -214,7 +216,11 @@ struct weft__fiber_s {
   uint8_t fls_used; /* some FLS slot was set during this job */
   void* fls[WEFT_FLS_SLOTS];
   weft__waiter_t waiter;
-  uint64_t gen; /* bumped for every job the fiber runs */
+  /* The running job's generation: (fiber, gen) names a job. gen_last is
+   * the last one handed out, so a gen is never given twice, even after
+   * help ran a nested job here and gave the outer job its own back. */
+  uint64_t gen;
+  uint64_t gen_last;
   /* The batch range this fiber is running (range.c), whose unstarted jobs
    * go back to the queues before it blocks; NULL outside a range. */
   struct weft__frange_s* range;
@@ -378,9 +384,23 @@ typedef struct weft__plan_s {
   int* pu_os_index;     /* per worker: the OS index of its PU, or -1 */
   int* numa_os_index;   /* per worker: its first local NUMA node, or -1 */
   unsigned* near;       /* per worker: nworkers-1 victims, nearest first */
-  unsigned* near_group; /* per worker: ends of the equal-distance groups */
+  /* Per worker, group_stride entries: the ends of its equal-distance
+   * groups in `near`, ngroups[i] of them (at most two per topology level,
+   * so far fewer than the victims). */
+  unsigned* near_group;
+  unsigned group_stride;
   unsigned* ngroups;
 } weft__plan_t;
+
+/* Worker i's victims nearest first, and the ends of their groups. */
+static inline const unsigned* weft__plan_near(const weft__plan_t* p,
+                                              unsigned i) {
+  return p->near + (size_t)i * (p->nworkers > 1 ? p->nworkers - 1 : 1);
+}
+static inline const unsigned* weft__plan_groups(const weft__plan_t* p,
+                                                unsigned i) {
+  return p->near_group + (size_t)i * p->group_stride;
+}
 
 /* The process's loaded hwloc topology (a hwloc_topology_t), loading it on
  * first use, or NULL if hwloc failed. For placement-related code outside
@@ -501,7 +521,7 @@ static inline void weft__job_begin(weft__fiber_t* f, int16_t pin,
                                    uint8_t prio) {
   f->task.pin = pin;
   f->task.prio = prio;
-  f->gen++;
+  f->gen = ++f->gen_last;
 }
 /* A job that ran on fiber f, now on worker w, returned: clear what it left
  * on the fiber, count its decrement of c (held back, see dec_c) and its
@@ -576,9 +596,11 @@ weft__counter_t* weft__range_counter(const weft__range_t* r);
 weft__task_t* weft__range_steal(weft__worker_t* v);
 /* Whether v's running range has jobs nobody has started (a racy look). */
 bool weft__range_visible(weft__worker_t* v);
-/* Fiber f on worker w is about to block: the jobs of its range that have
- * not started go back to w's deque, and w's slot is free again. */
-void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f);
+/* Fiber f on worker w is about to block, or to help with another range:
+ * the jobs of its range that have not started go back to w's deque (or to
+ * the injection queue, to_inject), and w's slot is free again. */
+void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f,
+                           bool to_inject);
 
 /* ---- runtime.c --------------------------------------------------------- */
 

@@ -188,7 +188,8 @@ bool weft__range_visible(weft__worker_t* v) {
   return (uint32_t)s < (uint32_t)(s >> 32);
 }
 
-void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f) {
+void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f,
+                           bool to_inject) {
   weft__frange_t* fr = f->range;
   weft__rslot_t* slot = fr->slot;
   uint64_t s;
@@ -202,7 +203,19 @@ void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f) {
   atomic_store_explicit(&slot->blk, NULL, memory_order_relaxed);
   weft__spin_unlock(&slot->lock);
   fr->slot = NULL;
-  if ((uint32_t)s < (uint32_t)(s >> 32))
-    weft__worker_ready(
-        w->rt, w, &range_at(fr->blk, (uint32_t)s, (uint32_t)(s >> 32))->task);
+  if ((uint32_t)s < (uint32_t)(s >> 32)) {
+    weft__task_t* t =
+        &range_at(fr->blk, (uint32_t)s, (uint32_t)(s >> 32))->task;
+    if (to_inject) {
+      /* Not on top of our deque, where it would hide the rest of the batch
+       * the caller helps with (help then stops and the fiber suspends);
+       * in the injection queue every worker sees it. The notify is fenced
+       * (the push's own look at the sleepers is not), because this worker
+       * will not be back for it soon. */
+      weft__inject_push(&w->rt->inject, t, t, 1, WEFT_PRIORITY_NORMAL);
+      weft__idle_notify(w->rt);
+    } else {
+      weft__worker_ready(w->rt, w, t);
+    }
+  }
 }

@@ -379,12 +379,15 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
   plan->pu_os_index = calloc(n, sizeof(*plan->pu_os_index));
   plan->numa_os_index = calloc(n, sizeof(*plan->numa_os_index));
   plan->near = calloc((size_t)n * nv, sizeof(*plan->near));
-  plan->near_group = calloc((size_t)n * nv, sizeof(*plan->near_group));
   plan->ngroups = calloc(n, sizeof(*plan->ngroups));
   if (len > 0) {
     ndepth = hwloc_topology_get_depth(t);
     nkeys = 2 * (unsigned)ndepth;
   }
+  /* A worker has at most one group per nearness value. */
+  plan->group_stride = nkeys < nv ? nkeys : nv;
+  plan->near_group =
+      calloc((size_t)n * plan->group_stride, sizeof(*plan->near_group));
   unit = calloc(n, sizeof(*unit));
   key = calloc(n, sizeof(*key));
   count = calloc(nkeys, sizeof(*count));
@@ -408,7 +411,7 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned n,
    * into its next free slot. */
   for (i = 0; i < n; i++) {
     unsigned* near = plan->near + (size_t)i * nv;
-    unsigned* grp = plan->near_group + (size_t)i * nv;
+    unsigned* grp = plan->near_group + (size_t)i * plan->group_stride;
     unsigned end = 0;
     memset(count, 0, nkeys * sizeof(*count));
     for (j = 0; j < n; j++) {

@@ -129,8 +129,8 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
 
   if (n < 2)
     return NULL;
-  near = rt->plan.near + (size_t)w->index * (n - 1);
-  grp = rt->plan.near_group + (size_t)w->index * (n - 1);
+  near = weft__plan_near(&rt->plan, w->index);
+  grp = weft__plan_groups(&rt->plan, w->index);
   for (g = 0; g < rt->plan.ngroups[w->index]; g++) {
     unsigned hi = grp[g];
     unsigned len = hi - lo;
@@ -372,14 +372,11 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
       run_job(w, j);
     } else {
       /* A range of c's batch: it needs the worker's slot, so the range
-       * this fiber is in (if any) goes back to the deque first, as it
-       * would if we suspended. */
-      if (f->range != NULL) {
-        weft__range_give_away(w, f);
-        /* We will not be back at our deque soon: wake a thief for it
-         * (the push's own look at the sleepers has no fence). */
-        weft__idle_notify(w->rt);
-      }
+       * this fiber is in (if any) is given away first, as it would be if
+       * we suspended; to the injection queue, so that it does not cover
+       * c's other tasks on our deque. */
+      if (f->range != NULL)
+        weft__range_give_away(w, f, true);
       weft__range_run(w, (weft__range_t*)t);
     }
     f->task.pin = pin;

@@ -3,6 +3,7 @@
  */
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -323,6 +324,56 @@ static void spawn_batch_nested_runs_inline(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* The same when the inner work is more than one range task: a batch
+ * larger than a block, or two batches on one counter. The outer batch's
+ * unstarted jobs must not end up on top of the inner tasks (where help
+ * would stop at them and suspend the waiting fiber). */
+static void nest_wide_job(void* arg) {
+  static const weft_job_t leaf = {leaf_job, NULL};
+  weft_job_t* inner = malloc(2100 * sizeof(*inner));
+  weft_counter_t c;
+  int i;
+  (void)arg;
+  CHECK(inner != NULL);
+  if (inner == NULL)
+    return;
+  for (i = 0; i < 2100; i++)
+    inner[i] = leaf;
+  weft_counter_init(&c, 0);
+  /* 2100 jobs: three blocks; then two small batches on one counter. */
+  CHECK(weft_spawn_batch(NULL, inner, 2100, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  CHECK(weft_spawn_batch(NULL, inner, 3, &c) == 0);
+  CHECK(weft_spawn_batch(NULL, inner, 5, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  free(inner);
+}
+
+static void spawn_batch_nested_wide_runs_inline(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  weft_job_t outer[20];
+  weft_counter_t c;
+  weft_stats_t st;
+  int i;
+  (void)state;
+
+  atomic_store(&leaves, 0);
+  for (i = 0; i < 20; i++) {
+    outer[i].fn = nest_wide_job;
+    outer[i].arg = NULL;
+  }
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn_batch(rt, outer, 20, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  assert_int_equal(atomic_load(&leaves), 20 * 2108);
+  assert_true(weft_stats(rt, &st) >= 0);
+  assert_int_equal(st.jobs_run, 20 + 20 * 2108);
+  assert_int_equal(st.fiber_switches, 0);
+  assert_int_equal(st.fibers_created, 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- priorities ------------------------------------------------------------
  */
 
@@ -452,6 +503,12 @@ static void pinned_job(void* arg) {
   weft_counter_wait(p->gate, 0);
   if (weft_worker_id() != p->want)
     atomic_fetch_add(p->wrong, 1);
+  /* And one that yields (idle workers would take it from a shared queue). */
+  for (int i = 0; i < 20; i++) {
+    CHECK(weft_yield() == 0);
+    if (weft_worker_id() != p->want)
+      atomic_fetch_add(p->wrong, 1);
+  }
 }
 
 static void gate_opener(void* arg) {
@@ -495,6 +552,7 @@ int main(void) {
       cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
       cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
       cmocka_unit_test(spawn_batch_nested_runs_inline),
+      cmocka_unit_test(spawn_batch_nested_wide_runs_inline),
       cmocka_unit_test(spawn_priority_outside),
       cmocka_unit_test(spawn_priority_from_job),
       cmocka_unit_test(spawn_pinned),

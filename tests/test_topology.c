@@ -69,8 +69,8 @@ static void check_steal_order(const weft__plan_t* p, const shape_t* s) {
 
   assert_non_null(seen);
   for (i = 0; i < n; i++) {
-    const unsigned* near = p->near + (size_t)i * (n - 1);
-    const unsigned* grp = p->near_group + (size_t)i * (n - 1);
+    const unsigned* near = weft__plan_near(p, i);
+    const unsigned* grp = weft__plan_groups(p, i);
     unsigned g = 0;
     memset(seen, 0, n);
     for (k = 0; k < n - 1; k++) {
@@ -87,6 +87,7 @@ static void check_steal_order(const weft__plan_t* p, const shape_t* s) {
       }
     }
     assert_int_equal(p->ngroups[i], g);
+    assert_true(g <= p->group_stride);
   }
   free(seen);
 }
@@ -94,7 +95,7 @@ static void check_steal_order(const weft__plan_t* p, const shape_t* s) {
 /* The PUs of worker i's victims in group g of worker i. */
 static void group_range(const weft__plan_t* p, unsigned i, unsigned g,
                         unsigned* lo, unsigned* hi) {
-  const unsigned* grp = p->near_group + (size_t)i * (p->nworkers - 1);
+  const unsigned* grp = weft__plan_groups(p, i);
   *lo = g == 0 ? 0 : grp[g - 1];
   *hi = grp[g];
 }
@@ -358,6 +359,7 @@ static void topology_xml(void** state) {
   hwloc_topology_t t;
   char path[] = "/tmp/weft-topo-XXXXXX";
   size_t nn;
+  unsigned i;
   int fd;
   (void)state;
 
@@ -380,8 +382,10 @@ static void topology_xml(void** state) {
   assert_memory_equal(a.numa_os_index, b.numa_os_index,
                       a.nworkers * sizeof(int));
   assert_memory_equal(a.near, b.near, nn * sizeof(unsigned));
-  assert_memory_equal(a.near_group, b.near_group, nn * sizeof(unsigned));
   assert_memory_equal(a.ngroups, b.ngroups, a.nworkers * sizeof(unsigned));
+  for (i = 0; i < a.nworkers; i++)
+    assert_memory_equal(weft__plan_groups(&a, i), weft__plan_groups(&b, i),
+                        a.ngroups[i] * sizeof(unsigned));
   weft__topology_plan_free(&a);
   weft__topology_plan_free(&b);
 }

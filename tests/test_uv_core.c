@@ -133,6 +133,69 @@ static void uv_cancel_blocked(void** state) {
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
+/* A job's name is never given to a later job, even when a waiting job ran
+ * a nested one on its own fiber (help): a cancel aimed at a finished job
+ * must not hit the next job on that fiber. */
+typedef struct {
+  weft_uv_job_t outer;
+  weft_uv_job_t inner;
+} names_t;
+
+static void inner_named(void* arg) {
+  names_t* n = arg;
+  n->inner = weft_uv_job_self();
+}
+
+static void outer_named(void* arg) {
+  names_t* n = arg;
+  weft_counter_t c;
+  n->outer = weft_uv_job_self();
+  weft_counter_init(&c, 0);
+  CHECK(weft_spawn(NULL, inner_named, n, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  /* Our name is still ours after running the inner job. */
+  CHECK(weft_uv_job_self().gen_ == n->outer.gen_);
+}
+
+static void uv_cancel_names_not_reused(void** state) {
+  weft_uv_t* b;
+  weft_runtime_t* rt = rt_with_bridge(1, &b);
+  names_t n;
+  victim_t v;
+  weft_counter_t c;
+  weft_stats_t st;
+  (void)state;
+
+  memset(&n, 0, sizeof(n));
+  memset(&v, 0, sizeof(v));
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, outer_named, &n, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  /* One worker, no switch: the inner job ran on the outer job's fiber. */
+  assert_true(weft_stats(rt, &st) >= 0);
+  assert_int_equal(st.fiber_switches, 0);
+  assert_ptr_equal(n.inner.fiber_, n.outer.fiber_);
+  assert_true(n.inner.gen_ != n.outer.gen_);
+  /* The next job on that fiber, blocked, is not the finished inner one. */
+  assert_int_equal(weft_spawn(rt, victim, &v, &c), 0);
+  while (!atomic_load(&v.ready))
+    test_sleep_ms(1);
+  assert_ptr_equal(v.self.fiber_, n.inner.fiber_);
+  assert_true(v.self.gen_ != n.inner.gen_);
+  assert_true(v.self.gen_ != n.outer.gen_);
+  test_sleep_ms(20); /* let it block */
+  assert_int_equal(weft_uv_cancel(b, n.inner), 0);
+  assert_int_equal(weft_uv_cancel(b, n.outer), 0);
+  test_sleep_ms(50);
+  assert_int_equal(weft_counter_value(&c), 1); /* still asleep */
+  assert_int_equal(weft_uv_cancel(b, v.self), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  assert_int_equal(v.rc, UV_ECANCELED);
+  assert_int_equal(weft_uv_stop(b), 0);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- stop with many fibers blocked -----------------------------------------
  */
 
@@ -630,6 +693,7 @@ int main(void) {
       cmocka_unit_test(uv_sleep_and_deadline),
       cmocka_unit_test(uv_many_sleepers),
       cmocka_unit_test(uv_cancel_blocked),
+      cmocka_unit_test(uv_cancel_names_not_reused),
       cmocka_unit_test(uv_stop_cancels_all),
       cmocka_unit_test(uv_destroy_stops_bridge),
       cmocka_unit_test(uv_escape_hatch),
