@@ -75,7 +75,8 @@ tsan: deps build-tsan/CMakeCache.txt
 test-asan: asan
 	cd build-asan && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 test-tsan: tsan
-	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 \
+	  suppressions=$(CURDIR)/tests/tsan.supp" \
 	  ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 # Valgrind runs the regular build's tests (not the examples or the install
 # check) under memcheck with smaller stress sizes.

@@ -430,6 +430,11 @@ EOF
       if (("cold_wake_p99", "condvar") in med)
         row("cold_wake_p99 within 1.1x the OS floor", "cold_wake_p99",
             med["cold_wake_p99", "condvar"], 1.1, 0)
+      if (("startup_first_process_us", "weft") in med) {
+        w = med["startup_first_process_us", "weft"]
+        printf "| first runtime in a process: create + job + destroy < 1 ms | %.0f us | %s |\n", \
+               w, (w < 1000 ? "met" : "not met")
+      }
       b = best("imbalanced", 1); refname = "vs " bi
       row("imbalanced >= 0.98x the best peer", "imbalanced", b, 0.98, 1)
       b = best("imbalanced_tri", 1); refname = "vs " bi

@@ -184,6 +184,12 @@ typedef struct weft_stats_s {
   uint64_t stacks_thp;
   uint64_t stacks_normal;
   uint64_t stacks_bound; /* stacks bound to their worker's NUMA node */
+  /* Workers bound to their planned PU. The first runtime in a process
+   * starts its workers unbound while hwloc loads in the background (about
+   * 1-2 ms), and binds them, and the stacks made so far, after: `placing`
+   * is 1 until then (docs/topology.md). */
+  unsigned workers_pinned;
+  unsigned placing;
 } weft_stats_t;
 
 /* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL

@@ -43,10 +43,15 @@ static void stat_bump(atomic_uint_fast64_t* a) {
  * memory (from any thread: the policy belongs to the mapping), and
  * prefaulted only on w's own thread (`own`), which is pinned there, so
  * that it is the first toucher. */
+static bool stack_bind(const weft__plan_t* plan, weft__stack_t* s,
+                       unsigned worker) {
+  return !s->bound && plan->bind && plan->pu_os_index != NULL &&
+         weft__stack_bind(s, plan->pu_os_index[worker]) > 0;
+}
+
 static bool stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
   weft_runtime_t* rt = w->rt;
-  bool bound = !s->bound && rt->plan.bind && rt->plan.pu_os_index != NULL &&
-               weft__stack_bind(s, rt->plan.pu_os_index[w->index]) > 0;
+  bool bound = stack_bind(weft__runtime_plan(rt), s, w->index);
 
   if (own)
     weft__stack_prefault(s, (int)rt->cfg.stack_prefault);
@@ -58,6 +63,7 @@ static bool stack_localize(weft__worker_t* w, weft__stack_t* s, bool own) {
 static weft__fiber_t* fiber_create(weft__worker_t* w) {
   weft_runtime_t* rt = w->rt;
   weft__fiber_t* f = aligned_alloc(WEFT__CACHE_LINE, sizeof(*f));
+  weft__plan_t* placed;
   bool bound;
 
   if (f == NULL)
@@ -70,6 +76,7 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
   }
   /* Before the context set-up writes the top page, so that the page goes
    * where the binding says. */
+  placed = atomic_load_explicit(&rt->placed, memory_order_acquire);
   bound = stack_localize(w, &f->stack, weft__worker_current() == w);
   if (weft__ctx_init(&f->ctx, f->stack.lo, f->stack.size, weft__fiber_entry) !=
       0) {
@@ -77,8 +84,6 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
     free(f);
     return NULL;
   }
-  if (bound)
-    stat_bump(&w->stats.stacks_bound);
   switch (f->stack.backing) {
     case WEFT__STACK_HUGETLB:
       stat_bump(&w->stats.stacks_hugetlb);
@@ -94,14 +99,34 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
   f->task.pin = -1;
   f->task.prio = WEFT_PRIORITY_NORMAL;
   f->rt = rt;
+  f->home = w->index;
   atomic_init(&f->state, WEFT__FIBER_FREE);
   weft__spin_lock(&rt->fibers_lock);
   f->id = (uint32_t)atomic_fetch_add_explicit(&rt->fibers_created, 1,
                                               memory_order_relaxed);
   f->all_next = rt->all_fibers;
   rt->all_fibers = f;
+  /* A placement published after we looked: the placer publishes before it
+   * walks the fibers under this lock, so it either finds this one in the
+   * list or left it to us (acquire, as in weft__runtime_plan). */
+  if (placed == NULL && (placed = atomic_load_explicit(
+                             &rt->placed, memory_order_acquire)) != NULL)
+    bound = stack_bind(placed, &f->stack, w->index) || bound;
   weft__spin_unlock(&rt->fibers_lock);
+  if (bound)
+    stat_bump(&w->stats.stacks_bound);
   return f;
+}
+
+unsigned weft__fiber_bind_all(weft_runtime_t* rt, const weft__plan_t* plan) {
+  weft__fiber_t* f;
+  unsigned n = 0;
+
+  weft__spin_lock(&rt->fibers_lock);
+  for (f = rt->all_fibers; f != NULL; f = f->all_next)
+    n += stack_bind(plan, &f->stack, f->home);
+  weft__spin_unlock(&rt->fibers_lock);
+  return n;
 }
 
 weft__fiber_t* weft__fiber_get(weft__worker_t* w) {
@@ -174,6 +199,7 @@ void weft__fiber_post(void* arg) {
   weft__worker_t* w;
   weft__fiber_t* f;
   weft__counter_t* c;
+  bool bound;
 
   if (post == NULL)
     return;
@@ -210,9 +236,15 @@ void weft__fiber_post(void* arg) {
       break;
     case WEFT__POST_START:
       /* The worker's first fiber, made before its thread ran: the thread
-       * is now pinned, and this fiber runs on the stack it localizes. */
-      if (stack_localize(w, &w->current->stack, true))
+       * is now pinned, and this fiber runs on the stack it localizes.
+       * Under the lock: the placer may be binding it right now. */
+      weft__spin_lock(&w->rt->fibers_lock);
+      f = w->current;
+      bound = stack_localize(w, &f->stack, false);
+      weft__spin_unlock(&w->rt->fibers_lock);
+      if (bound)
         stat_bump(&w->stats.stacks_bound);
+      weft__stack_prefault(&f->stack, (int)w->rt->cfg.stack_prefault);
       break;
     default:
       break;

@@ -34,6 +34,7 @@
 
 typedef struct weft__worker_s weft__worker_t;
 typedef struct weft__fiber_s weft__fiber_t;
+typedef struct weft__plan_s weft__plan_t;
 
 /* ---- task: the common head of everything a queue holds ---------------- */
 
@@ -211,6 +212,7 @@ struct weft__fiber_s {
   weft__stack_t stack;
   atomic_int state;
   uint32_t id;
+  uint32_t home;    /* the worker that made it: its stack's node is home's */
   int16_t pin;      /* the job's pinned worker, or -1 */
   uint8_t prio;     /* the job's priority */
   uint8_t fls_used; /* some FLS slot was set during this job */
@@ -251,6 +253,9 @@ void weft__fiber_set(weft__fiber_t* f, int from, int to);
 weft__fiber_t* weft__fiber_get(weft__worker_t* w);
 void weft__fiber_release(weft__worker_t* w, weft__fiber_t* f);
 void weft__fiber_destroy_all(weft_runtime_t* rt);
+/* Binds the stacks of every fiber made so far to their home worker's node
+ * by `plan` (the placer's, just published). Returns how many it bound. */
+unsigned weft__fiber_bind_all(weft_runtime_t* rt, const weft__plan_t* plan);
 /* Suspends the calling fiber with `post` done by whoever runs next. */
 void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post);
 void weft__fiber_post(void* arg);
@@ -374,23 +379,23 @@ void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w);
 #define WEFT__MAX_WORKERS 4096
 
 /* Where each worker goes and whom it steals from, nearest first. */
-typedef struct weft__plan_s {
+struct weft__plan_s {
   unsigned nworkers;
   weft_placement_t placement; /* as planned (NONE when hwloc failed) */
   /* Whether threads (or memory) may be bound by this plan: false for
    * WEFT_PLACEMENT_NONE and for a described machine (WEFT_TOPOLOGY), whose
    * OS indexes name nothing on this one. */
   bool bind;
-  int* pu_os_index;     /* per worker: the OS index of its PU, or -1 */
-  int* numa_os_index;   /* per worker: its first local NUMA node, or -1 */
-  unsigned* near;       /* per worker: nworkers-1 victims, nearest first */
+  int* pu_os_index;   /* per worker: the OS index of its PU, or -1 */
+  int* numa_os_index; /* per worker: its first local NUMA node, or -1 */
+  unsigned* near;     /* per worker: nworkers-1 victims, nearest first */
   /* Per worker, group_stride entries: the ends of its equal-distance
    * groups in `near`, ngroups[i] of them (at most two per topology level,
    * so far fewer than the victims). */
   unsigned* near_group;
   unsigned group_stride;
   unsigned* ngroups;
-} weft__plan_t;
+};
 
 /* Worker i's victims nearest first, and the ends of their groups. */
 static inline const unsigned* weft__plan_near(const weft__plan_t* p,
@@ -418,9 +423,23 @@ int weft__topology_plan(weft__plan_t* plan, const char* desc, unsigned nworkers,
  * WEFT_PLACEMENT, on the machine WEFT_TOPOLOGY describes if set. Returns
  * as weft__topology_plan, and -EBADMSG for a bad WEFT_PLACEMENT. */
 int weft__topology_plan_config(weft__plan_t* plan, const weft_config_t* cfg);
+/* The same for a runtime's start: while the process has no topology
+ * loaded, and the worker count is known without it, a flat unbound plan
+ * right away, and *later says which placement to plan once hwloc is loaded
+ * (WEFT_PLACEMENT_NONE: the plan is final). */
+int weft__topology_plan_start(weft__plan_t* plan, const weft_config_t* cfg,
+                              weft_placement_t* later);
 void weft__topology_plan_free(weft__plan_t* plan);
+/* Whether the process's topology is loaded (never waits for a load). */
+bool weft__topology_loaded(void);
+/* The cores (pus: the PUs) the calling thread may run on, from its
+ * affinity and sysfs, without hwloc; 0 when they cannot be told. */
+unsigned weft__topology_quick_count(bool pus);
 /* Binds the calling thread to the worker's PU (plan->bind only). */
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);
+/* Binds another thread of the process to the worker's PU. */
+int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
+                              pthread_t thread);
 
 /* ---- worker.c ---------------------------------------------------------- */
 
@@ -599,8 +618,7 @@ bool weft__range_visible(weft__worker_t* v);
 /* Fiber f on worker w is about to block, or to help with another range:
  * the jobs of its range that have not started go back to w's deque (or to
  * the injection queue, to_inject), and w's slot is free again. */
-void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f,
-                           bool to_inject);
+void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f, bool to_inject);
 
 /* ---- runtime.c --------------------------------------------------------- */
 
@@ -611,6 +629,9 @@ struct weft_runtime_s {
   unsigned nworkers;
   weft__worker_t* workers;
   weft__plan_t plan;
+  /* The plan made by the placer thread, once published (NULL until then,
+   * or for good when the start plan was final): see runtime.c. */
+  _Atomic(weft__plan_t*) placed;
   weft__idle_t idle;
   weft__inject_t inject;
   /* High/low priority tasks queued in deques, so the hot path checks the
@@ -623,6 +644,14 @@ struct weft_runtime_s {
   WEFT__ALIGNED atomic_int state;
   atomic_int stop; /* workers leave their loops once set */
   pthread_mutex_t start_lock;
+  /* Placement after the start (runtime.c): the thread that loads hwloc,
+   * plans `place_later` and binds the workers and their stacks. */
+  struct weft__placer_s* placer;
+  weft_placement_t place_later;
+  pthread_t run_thread;                   /* weft_run's caller, worker 0 */
+  atomic_uint placing;                    /* 1 while the placer works */
+  atomic_uint workers_pinned;             /* bound to their planned PU */
+  atomic_uint_fast64_t stacks_bound_late; /* by the placer */
   /* Fibers: every one ever made (for destroy), plus the shared pool. */
   weft__spin_t fibers_lock;
   weft__fiber_t* all_fibers;
@@ -650,6 +679,15 @@ struct weft_runtime_s {
    * `bridge`, before the first embedded job is published). */
   void (*embedded_done)(void* bridge, weft__job_t* j, weft__worker_t* w);
 };
+
+/* The plan workers go by: the placer's once published, else the start's.
+ * Acquire pairs with the placer's release store: its contents come with
+ * the pointer. */
+static inline const weft__plan_t* weft__runtime_plan(weft_runtime_t* rt) {
+  const weft__plan_t* p =
+      atomic_load_explicit(&rt->placed, memory_order_acquire);
+  return p != NULL ? p : &rt->plan;
+}
 
 /* Starts the workers on first use. Returns 0 or a negative errno. */
 int weft__runtime_start(weft_runtime_t* rt);

@@ -38,6 +38,9 @@ int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {
   if (!started(rt))
     return 0;
   s->workers = rt->nworkers;
+  /* First, acquire: pairs with the placer's release, so that a reader
+   * that sees it done sees what it bound. */
+  s->placing = atomic_load_explicit(&rt->placing, memory_order_acquire);
   for (i = 0; i < rt->nworkers; i++) {
     worker_read(&rt->workers[i], &ws);
     s->jobs_run += ws.jobs_run;
@@ -56,6 +59,9 @@ int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {
   s->fibers_in_pool += rt->nshared;
   weft__spin_unlock(&rt->fibers_lock);
   s->fibers_created = rd(&rt->fibers_created);
+  s->stacks_bound += rd(&rt->stacks_bound_late);
+  s->workers_pinned =
+      atomic_load_explicit(&rt->workers_pinned, memory_order_relaxed);
   return (int)rt->nworkers;
 }
 

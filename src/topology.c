@@ -9,6 +9,7 @@
  * explains the strategies.
  */
 #include <hwloc.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,12 @@ static pthread_once_t topo_once = PTHREAD_ONCE_INIT;
 static hwloc_topology_t topo;
 static int topo_inited; /* by topology_preinit */
 static int topo_err;
+/* 1 once a load started, 2 once it ended (well or not): a look that never
+ * waits, where pthread_once would. Release stores at each step, pairing
+ * with the acquire loads of weft__topology_loaded and the fork handler. */
+static atomic_int topo_stage;
+
+static void topo_fork_prepare(void);
 
 /* hwloc's first topology init in a process loads its plugins (PCI, OpenCL,
  * GL with X11, libxml2 with ICU): about 3 ms of dlopen, for devices and a
@@ -41,6 +48,13 @@ __attribute__((constructor)) static void topology_preinit(void) {
     return;
   topo_inited = hwloc_topology_init(&topo) == 0;
   unsetenv("HWLOC_PLUGINS_BLACKLIST");
+}
+
+/* A runtime's first start may leave the load to a background thread
+ * (runtime.c): a fork then must not copy a half-made topology, nor a
+ * pthread_once the child would wait on forever. */
+__attribute__((constructor)) static void topology_atfork(void) {
+  pthread_atfork(topo_fork_prepare, NULL, NULL);
 }
 
 /* Only what placement needs: no I/O devices, no instruction caches, no L1
@@ -81,7 +95,7 @@ static int topo_restrict_to_binding(hwloc_topology_t t) {
   return err;
 }
 
-static void topo_load(void) {
+static void topo_load_once(void) {
   if (!topo_inited && hwloc_topology_init(&topo) != 0) {
     topo_err = -ENOMEM;
     return;
@@ -104,9 +118,95 @@ static void topo_load(void) {
     hwloc_topology_destroy(topo);
 }
 
+static void topo_load(void) {
+  atomic_store_explicit(&topo_stage, 1, memory_order_release);
+  topo_load_once();
+  atomic_store_explicit(&topo_stage, 2, memory_order_release);
+}
+
 static int topo_get(void) {
   pthread_once(&topo_once, topo_load);
   return topo_err;
+}
+
+static void topo_fork_prepare(void) {
+  /* A load under way ends first (pthread_once waits for it). */
+  if (atomic_load_explicit(&topo_stage, memory_order_acquire) == 1)
+    topo_get();
+}
+
+bool weft__topology_loaded(void) {
+  return atomic_load_explicit(&topo_stage, memory_order_acquire) == 2;
+}
+
+/* Whether the CPU list in `path` ("0-3,8,10-11") holds an allowed CPU
+ * below `cpu`. -1 if unreadable. */
+static int lower_sibling_allowed(const char* path, unsigned cpu,
+                                 const cpu_set_t* allowed) {
+  char buf[4096];
+  FILE* f = fopen(path, "re");
+  char* p = buf;
+  size_t len;
+
+  if (f == NULL)
+    return -1;
+  len = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  if (len == 0)
+    return -1;
+  buf[len] = '\0';
+  while (*p != '\0' && *p != '\n') {
+    char* end;
+    unsigned long lo = strtoul(p, &end, 10);
+    unsigned long hi = lo;
+    unsigned long c;
+    if (end == p)
+      return -1;
+    if (*end == '-') {
+      p = end + 1;
+      hi = strtoul(p, &end, 10);
+      if (end == p || hi < lo)
+        return -1;
+    }
+    for (c = lo; c <= hi && c < cpu; c++)
+      if (c < CPU_SETSIZE && CPU_ISSET(c, allowed))
+        return 1;
+    p = end;
+    if (*p == ',')
+      p++;
+  }
+  return 0;
+}
+
+unsigned weft__topology_quick_count(bool pus) {
+  cpu_set_t allowed;
+  unsigned n = 0;
+  unsigned c;
+
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+    return 0; /* more CPUs than a cpu_set_t holds: ask hwloc */
+  if (pus)
+    return (unsigned)CPU_COUNT(&allowed);
+  /* A core counts once, at its lowest allowed PU. */
+  for (c = 0; c < CPU_SETSIZE; c++) {
+    char path[96];
+    int lower;
+    if (!CPU_ISSET(c, &allowed))
+      continue;
+    snprintf(path, sizeof(path),
+             "/sys/devices/system/cpu/cpu%u/topology/core_cpus_list", c);
+    lower = lower_sibling_allowed(path, c, &allowed);
+    if (lower < 0) {
+      snprintf(path, sizeof(path),
+               "/sys/devices/system/cpu/cpu%u/topology/thread_siblings_list",
+               c);
+      lower = lower_sibling_allowed(path, c, &allowed);
+    }
+    if (lower < 0)
+      return 0;
+    n += lower == 0;
+  }
+  return n;
 }
 
 void* weft__topology_handle(void) {
@@ -457,9 +557,15 @@ static int placement_parse(const char* s, weft_placement_t* out) {
 }
 
 int weft__topology_plan_config(weft__plan_t* plan, const weft_config_t* cfg) {
+  return weft__topology_plan_start(plan, cfg, NULL);
+}
+
+int weft__topology_plan_start(weft__plan_t* plan, const weft_config_t* cfg,
+                              weft_placement_t* later) {
   weft_placement_t placement = cfg->pin ? cfg->placement : WEFT_PLACEMENT_NONE;
   const char* s = getenv("WEFT_PLACEMENT");
   const char* desc = getenv("WEFT_TOPOLOGY");
+  unsigned n = cfg->workers;
   int err;
 
   /* Read at every start, so a process can change them between runtimes
@@ -476,13 +582,52 @@ int weft__topology_plan_config(weft__plan_t* plan, const weft_config_t* cfg) {
   }
   if (desc != NULL && *desc == '\0')
     desc = NULL;
-  err = weft__topology_plan(plan, desc, cfg->workers, placement);
+  if (later != NULL)
+    *later = WEFT_PLACEMENT_NONE;
+  /* hwloc's first load takes a millisecond or two here, more than the rest
+   * of a start: while the process has none, start in a flat order, unbound
+   * (the caller places the workers once a background load is done). The
+   * default count comes from the affinity mask and sysfs, as hwloc's
+   * would; the cache strategy's needs hwloc's cache domains. */
+  if (later != NULL && desc == NULL && !weft__topology_loaded()) {
+    if (n == 0 && placement == WEFT_PLACEMENT_NONE)
+      n = weft__topology_quick_count(false);
+    else if (n == 0 && placement == WEFT_PLACEMENT_CORE)
+      n = weft__topology_quick_count(false);
+    else if (n == 0 && (placement == WEFT_PLACEMENT_PU ||
+                        placement == WEFT_PLACEMENT_SPILL))
+      n = weft__topology_quick_count(true);
+    if (n != 0) {
+      err = weft__topology_plan(plan, NULL, n, WEFT_PLACEMENT_NONE);
+      if (err == 0)
+        *later = placement;
+      return err;
+    }
+    n = cfg->workers;
+  }
+  err = weft__topology_plan(plan, desc, n, placement);
   if (err == -EBADMSG)
     fprintf(stderr,
             "weft: WEFT_TOPOLOGY=\"%s\": neither an hwloc XML file nor a "
             "valid hwloc synthetic description\n",
             desc);
   return err;
+}
+
+int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
+                              pthread_t thread) {
+  hwloc_obj_t pu;
+  if (!plan->bind || plan->pu_os_index == NULL || plan->pu_os_index[worker] < 0)
+    return -EINVAL;
+  if (topo_get() != 0)
+    return topo_err;
+  pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)plan->pu_os_index[worker]);
+  if (pu == NULL)
+    return -EINVAL;
+  if (hwloc_set_thread_cpubind(topo, thread, pu->cpuset,
+                               HWLOC_CPUBIND_THREAD) != 0)
+    return -errno;
+  return 0;
 }
 
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker) {

@@ -122,6 +122,7 @@ static void steal_more(weft__worker_t* w, weft__worker_t* v, int prio) {
 static weft__task_t* steal(weft__worker_t* w, int prio) {
   weft_runtime_t* rt = w->rt;
   unsigned n = rt->nworkers;
+  const weft__plan_t* plan;
   const unsigned* near;
   const unsigned* grp;
   unsigned g;
@@ -129,9 +130,10 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
 
   if (n < 2)
     return NULL;
-  near = weft__plan_near(&rt->plan, w->index);
-  grp = weft__plan_groups(&rt->plan, w->index);
-  for (g = 0; g < rt->plan.ngroups[w->index]; g++) {
+  plan = weft__runtime_plan(rt);
+  near = weft__plan_near(plan, w->index);
+  grp = weft__plan_groups(plan, w->index);
+  for (g = 0; g < plan->ngroups[w->index]; g++) {
     unsigned hi = grp[g];
     unsigned len = hi - lo;
     unsigned start = next_rand(w) % len;
@@ -416,8 +418,9 @@ void weft__worker_run_here(weft__worker_t* w) {
 
   weft__worker_set_current(w);
   weft__stack_thread_init(&w->altstack);
-  if (w->rt->plan.bind)
-    weft__topology_pin_self(&w->rt->plan, w->index);
+  /* Bound now if the start's plan is final, else by the placer. */
+  if (w->rt->plan.bind && weft__topology_pin_self(&w->rt->plan, w->index) == 0)
+    atomic_fetch_add_explicit(&w->rt->workers_pinned, 1, memory_order_relaxed);
   w->rng = 0x9E3779B97F4A7C15ull * (w->index + 1);
   weft__ctx_init_thread(&w->native);
   f = w->current; /* made by weft__runtime_start */

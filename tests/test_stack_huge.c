@@ -238,6 +238,10 @@ typedef struct {
 /* Runs NWAITERS jobs that wait at once (each holds a fiber) and a touch
  * job, then reads the stats and the touch job's stack mapping while the
  * runtime (and so the stack) is alive. */
+static void nop_job(void* arg) {
+  (void)arg;
+}
+
 static void run(const weft_config_t* cfg, run_t* r) {
   weft_runtime_t* rt;
   weft_counter_t gate;
@@ -247,6 +251,18 @@ static void run(const weft_config_t* cfg, run_t* r) {
 
   memset(r, 0, sizeof(*r));
   assert_int_equal(weft_runtime_create(&rt, cfg), 0);
+  /* Started, and placed: the process's first runtime is placed a little
+   * after its start (weft_stats_t.placing), and its stacks bound then. */
+  weft_counter_init(&done, 0);
+  assert_int_equal(weft_spawn(rt, nop_job, NULL, &done), 0);
+  assert_int_equal(weft_counter_wait(&done, 0), 0);
+  for (i = 0; i < 5000; i++) {
+    assert_true(weft_stats(rt, &r->s) >= 0);
+    if (!r->s.placing)
+      break;
+    test_sleep_ms(1);
+  }
+  assert_false(r->s.placing);
   weft_counter_init(&gate, 1);
   weft_counter_init(&all, 0);
   weft_counter_init(&done, 0);

@@ -8,6 +8,8 @@
 #include <hwloc.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -414,6 +416,217 @@ static void this_machine(int* cores, int* pus) {
   hwloc_topology_destroy(t);
 }
 
+/* ---- placement after the start --------------------------------------- */
+
+/* The first runtime in a process starts unbound while hwloc loads in the
+ * background, then binds its workers and the stacks made so far. These
+ * run in children forked before anything in this process loaded libweft's
+ * topology (they come first), each the first runtime of its process. */
+
+typedef struct {
+  cpu_set_t set;
+  int worker;
+} affinity_t;
+
+static void affinity_job(void* arg) {
+  affinity_t* a = arg;
+  a->worker = weft_worker_id();
+  CHECK(sched_getaffinity(0, sizeof(a->set), &a->set) == 0);
+}
+
+/* Worker i's affinity, from a job pinned to it. */
+static void worker_affinity(weft_runtime_t* rt, int i, affinity_t* a) {
+  weft_spawn_opts_t o = {WEFT_PRIORITY_NORMAL, i};
+  weft_counter_t c;
+  weft_counter_init(&c, 0);
+  CHECK(weft_spawn_ex(rt, affinity_job, a, &c, &o) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+  CHECK(a->worker == i);
+}
+
+static bool mbind_works(void) {
+  size_t len = 4096;
+  unsigned long mask = 1; /* node 0, which every machine has */
+  void* p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  long rc;
+  if (p == MAP_FAILED)
+    return false;
+  rc = syscall(SYS_mbind, p, len, 1 /* MPOL_PREFERRED */, &mask,
+               sizeof(mask) * 8, 0);
+  munmap(p, len);
+  return rc == 0;
+}
+
+/* Polls until the placer is done (it waits ~10 ms, then loads). */
+static bool placed(weft_runtime_t* rt, weft_stats_t* s) {
+  int i;
+  for (i = 0; i < 5000; i++) {
+    if (weft_stats(rt, s) < 0)
+      return false;
+    if (!s->placing)
+      return true;
+    test_sleep_ms(1);
+  }
+  return false;
+}
+
+/* Exits 0, or the number of the check that failed. */
+static void placed_later_child(int cores) {
+  weft_runtime_t* rt;
+  weft_stats_t s;
+  affinity_t a[64];
+  cpu_set_t all;
+  int i;
+  int j;
+
+  if (sched_getaffinity(0, sizeof(all), &all) != 0)
+    _exit(1);
+  if (weft_runtime_create(&rt, NULL) != 0)
+    _exit(2);
+  worker_affinity(rt, 0, &a[0]);
+  if (weft_stats(rt, &s) < 0 || (int)s.workers != cores || s.workers > 64)
+    _exit(3); /* the default count, told without hwloc, is hwloc's */
+  if (!s.placing || s.workers_pinned != 0)
+    _exit(4); /* started before the load: unbound for now */
+  if (!CPU_EQUAL(&a[0].set, &all))
+    _exit(5);
+  if (!placed(rt, &s))
+    _exit(6);
+  /* Every worker bound to a CPU of its own (one per core), from outside
+   * its thread; and every stack made so far bound to its node. */
+  if (s.workers_pinned != s.workers)
+    _exit(7);
+  for (i = 0; i < (int)s.workers; i++) {
+    worker_affinity(rt, i, &a[i]);
+    if (CPU_COUNT(&a[i].set) != 1)
+      _exit(8);
+    for (j = 0; j < i; j++)
+      if (CPU_EQUAL(&a[i].set, &a[j].set))
+        _exit(9);
+  }
+  if (weft_stats(rt, &s) < 0 ||
+      (mbind_works() && s.stacks_bound != s.fibers_created))
+    _exit(10);
+  if (weft_runtime_destroy(rt) != 0 || atomic_load(&test_failures) != 0)
+    _exit(11);
+  _exit(0);
+}
+
+/* A runtime gone before the placer's delay: nothing waits for hwloc, and
+ * the next runtime (the topology still unloaded) defers again. */
+static void placed_never_child(void) {
+  weft_runtime_t* rt;
+  weft_stats_t s;
+  affinity_t a;
+  int k;
+
+  for (k = 0; k < 2; k++) {
+    if (weft_runtime_create(&rt, NULL) != 0)
+      _exit(1);
+    worker_affinity(rt, 0, &a);
+    if (weft_stats(rt, &s) < 0 || !s.placing)
+      _exit(2);
+    if (weft_runtime_destroy(rt) != 0)
+      _exit(3);
+  }
+  /* Later runtimes, once it is loaded, are placed at their start. */
+  if (weft_runtime_create(&rt, NULL) != 0)
+    _exit(4);
+  worker_affinity(rt, 0, &a);
+  if (!placed(rt, &s) || s.workers_pinned != s.workers)
+    _exit(5);
+  if (weft_runtime_destroy(rt) != 0)
+    _exit(6);
+  if (weft_runtime_create(&rt, NULL) != 0)
+    _exit(7);
+  worker_affinity(rt, 0, &a);
+  if (weft_stats(rt, &s) < 0 || s.placing || CPU_COUNT(&a.set) != 1)
+    _exit(8);
+  /* Each worker binds itself as its thread starts. */
+  for (k = 0; k < 5000 && s.workers_pinned != s.workers; k++) {
+    test_sleep_ms(1);
+    weft_stats(rt, &s);
+  }
+  if (s.workers_pinned != s.workers)
+    _exit(10);
+  if (weft_runtime_destroy(rt) != 0 || atomic_load(&test_failures) != 0)
+    _exit(9);
+  _exit(0);
+}
+
+/* weft_run: worker 0 is the caller's thread, bound from the placer too. */
+static void run_placed_main(void* arg) {
+  weft_stats_t s;
+  int* status = arg;
+  cpu_set_t set;
+  *status = 1;
+  if (!placed(weft_runtime_self(), &s) || s.workers_pinned != s.workers)
+    return;
+  *status = 2;
+  /* Polling never suspended us: still on the calling thread. */
+  if (sched_getaffinity(0, sizeof(set), &set) != 0 || CPU_COUNT(&set) != 1)
+    return;
+  *status = 0;
+}
+
+static void placed_run_child(void) {
+  int status = -1;
+  if (weft_run(NULL, run_placed_main, &status) != 0)
+    _exit(20);
+  _exit(status < 0 ? 21 : status == 0 ? 0 : 21 + status);
+}
+
+static void fork_child(void (*child)(int), int arg, const char* name) {
+  int status;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0)
+    child(arg);
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) != 0)
+    fail_msg("%s: check %d failed", name, WEXITSTATUS(status));
+}
+
+static void never_child(int arg) {
+  (void)arg;
+  placed_never_child();
+}
+
+static void run_child(int arg) {
+  (void)arg;
+  placed_run_child();
+}
+
+static bool can_bind_threads(void) {
+  cpu_set_t set;
+  return sched_getaffinity(0, sizeof(set), &set) == 0 &&
+         sched_setaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) >= 2;
+}
+
+static void topology_placed_after_start(void** state) {
+  int cores;
+  int pus;
+  (void)state;
+  if (!can_bind_threads())
+    skip();
+  this_machine(&cores, &pus);
+  fork_child(placed_later_child, cores, "placed_later_child");
+  fork_child(never_child, 0, "placed_never_child");
+  fork_child(run_child, 0, "placed_run_child");
+}
+
+/* The default counts without hwloc match hwloc's. */
+static void topology_quick_count(void** state) {
+  int cores;
+  int pus;
+  (void)state;
+  this_machine(&cores, &pus);
+  assert_int_equal(weft__topology_quick_count(false), cores);
+  assert_int_equal(weft__topology_quick_count(true), pus);
+}
+
 /* In a child bound to one CPU, every thread of it (as by taskset -a -c:
  * sanitizers run threads of their own): weft plans that CPU alone,
  * whatever the placement. Exits 0, or the number of the check that
@@ -449,6 +662,9 @@ static void binding_child(int cpu) {
   weft__topology_plan_free(&p);
   if (weft__topology_cores() != 1)
     _exit(5);
+  if (weft__topology_quick_count(false) != 1 ||
+      weft__topology_quick_count(true) != 1)
+    _exit(6);
   _exit(0);
 }
 
@@ -662,7 +878,9 @@ static void topology_presets(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(topology_placed_after_start),
       cmocka_unit_test(topology_keeps_to_binding),
+      cmocka_unit_test(topology_quick_count),
       cmocka_unit_test(topology_core_256),
       cmocka_unit_test(topology_pu_256),
       cmocka_unit_test(topology_cache_domain),
