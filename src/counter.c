@@ -206,6 +206,8 @@ int weft_counter_wait(weft_counter_t* counter, int64_t target) {
     if (w == NULL || w->current == NULL) {
       thread_wait(c, target);
     } else {
+      /* A spawner that waits after a few spawns is no stream (range.c). */
+      w->stream_n = 0;
       if (target <= 0)
         w = weft__worker_help(w, c, target);
       /* Decrements this worker holds back (of c or another counter) are

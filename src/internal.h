@@ -467,6 +467,18 @@ typedef struct weft__rslot_s {
   _Atomic uint64_t span;
 } weft__rslot_t;
 
+/* A worker's spawn stream (range.c): jobs [next, end) of blk. Only the
+ * owner appends (a release store of end); anyone takes from the bottom by
+ * CAS on next, thieves under the lock, which is also held wherever blk
+ * changes. end has a line of its own: the owner writes it at every spawn,
+ * thieves only read it. */
+typedef struct weft__sslot_s {
+  weft__spin_t lock;
+  _Atomic(struct weft__jobblock_s*) blk;
+  _Atomic uint32_t next;
+  WEFT__ALIGNED _Atomic uint32_t end;
+} weft__sslot_t;
+
 struct weft__worker_s {
   /* Owner-side hot fields. */
   weft_runtime_t* rt;
@@ -478,6 +490,12 @@ struct weft__worker_s {
   uint64_t rng;
   bool searching;
   weft__jobpool_t jobs;
+  /* A spawn stream (range.c): the open block of weft_spawn's jobs in
+   * sslot, and the counter of the last spawns with their number in a row,
+   * which decides when to open one. */
+  struct weft__jobblock_s* sblk;
+  weft__counter_t* stream_c;
+  uint32_t stream_n;
   /* Decrements of counter dec_c by jobs this worker finished, not applied
    * yet: a run of jobs on one counter costs it one RMW, not one each.
    * Applied before the worker runs anything else, looks for work, parks,
@@ -497,6 +515,8 @@ struct weft__worker_s {
   weft__wstats_t stats;
   weft__altstack_t altstack;
   WEFT__ALIGNED weft__rslot_t rslot;
+  /* The spawn stream's unstarted jobs (range.c). */
+  WEFT__ALIGNED weft__sslot_t sslot;
   pthread_t thread;
   bool thread_started;
 };
@@ -610,15 +630,53 @@ int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
 void weft__range_run(weft__worker_t* w, weft__range_t* r);
 /* The counter a range task's jobs decrement. */
 weft__counter_t* weft__range_counter(const weft__range_t* r);
-/* Takes the upper half of the range victim v is running, as a range task
- * for the caller to run; NULL if there is none. */
+/* Takes the upper half of the range victim v is running (else the lower
+ * half of its spawn stream), as a range task for the caller to run; NULL
+ * if there is none. */
 weft__task_t* weft__range_steal(weft__worker_t* v);
-/* Whether v's running range has jobs nobody has started (a racy look). */
+/* Whether v's running range or spawn stream has jobs nobody has started
+ * (a racy look). */
 bool weft__range_visible(weft__worker_t* v);
 /* Fiber f on worker w is about to block, or to help with another range:
  * the jobs of its range that have not started go back to w's deque (or to
  * the injection queue, to_inject), and w's slot is free again. */
 void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f, bool to_inject);
+
+/* A spawn stream: after WEFT__STREAM_AFTER plain weft_spawn calls in a
+ * row on one counter, with no wait between, a worker's further spawns on
+ * it go into an open block (sslot) instead of one record and one deque
+ * entry each. A thief takes half of the unstarted jobs in one CAS, and
+ * runs them as a range. */
+#define WEFT__STREAM_AFTER 16
+/* The slot for the next job of a stream on counter c, or NULL (spawn it
+ * the plain way). Fill it in, count it, then weft__stream_publish. */
+weft_job_t* weft__stream_reserve(weft__worker_t* w, weft__counter_t* c);
+/* weft__stream_reserve's common case inline: no stream open, and this
+ * spawn does not open one (fib-like code pays a few loads and stores). */
+static inline weft_job_t* weft__stream_slot(weft__worker_t* w,
+                                            weft__counter_t* c) {
+  if (WEFT__LIKELY(w->sblk == NULL)) {
+    if (w->stream_c != c) {
+      w->stream_c = c;
+      w->stream_n = 1;
+      return NULL;
+    }
+    if (++w->stream_n < WEFT__STREAM_AFTER)
+      return NULL;
+  }
+  return weft__stream_reserve(w, c);
+}
+/* Makes the job weft__stream_reserve gave visible. */
+void weft__stream_publish(weft__worker_t* w);
+/* The bottom half of w's own stream, as a range task; NULL if empty. */
+weft__task_t* weft__stream_take(weft__worker_t* w);
+/* The same from victim v's stream, for a thief. */
+weft__task_t* weft__stream_steal(weft__worker_t* v);
+/* Claims the oldest unstarted job of w's stream if it counts on c:
+ * copies it to *job and returns true. */
+bool weft__stream_claim(weft__worker_t* w, weft__counter_t* c, weft_job_t* job);
+/* Gives the stream's unstarted jobs to the deque and closes its block. */
+void weft__stream_close(weft__worker_t* w);
 
 /* ---- runtime.c --------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* range.c: weft_spawn_batch's jobs, run in ranges.
+/* range.c: weft_spawn_batch's jobs, and spawn streams, run in ranges.
  *
  * A batch is copied into blocks of up to WEFT__BLOCK_JOBS jobs, and each
  * block is queued as one range task instead of one task per job. A worker
@@ -17,6 +17,10 @@
  * record is read before its first job is claimed, so record i is free
  * whenever a new range may start at i. Blocks are reference counted: every
  * queued or running range holds its block.
+ *
+ * A run of weft_spawn calls on one counter fills a block the same way, one
+ * job at a time (a spawn stream, at the end of this file), and thieves
+ * take ranges of it.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +43,9 @@ static uint64_t span_pack(uint32_t next, uint32_t end) {
   return (uint64_t)end << 32 | next;
 }
 
+static bool span_visible(_Atomic uint64_t* span);
+static bool stream_visible(weft__sslot_t* slot);
+
 static void block_drop(weft__jobblock_t* b) {
   if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) == 1)
     free(b);
@@ -60,6 +67,18 @@ static weft__range_t* range_at(weft__jobblock_t* b, uint32_t begin,
   return r;
 }
 
+/* A block for k jobs counted on c, with no holder yet. */
+static weft__jobblock_t* block_new(size_t k, weft__counter_t* c) {
+  weft__jobblock_t* b =
+      malloc(sizeof(*b) + k * (sizeof(b->jobs[0]) + sizeof(weft__range_t)));
+  if (b == NULL)
+    return NULL;
+  atomic_init(&b->refs, 0);
+  b->counter = c;
+  b->ranges = (weft__range_t*)(void*)(b->jobs + k);
+  return b;
+}
+
 int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
                      weft__task_t** first, weft__task_t** last,
                      size_t* ntasks) {
@@ -71,7 +90,7 @@ int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
 
   for (i = 0; i < nblk; i++) {
     size_t k = i + 1 < nblk ? WEFT__BLOCK_JOBS : n - i * WEFT__BLOCK_JOBS;
-    b = malloc(sizeof(*b) + k * (sizeof(b->jobs[0]) + sizeof(weft__range_t)));
+    b = block_new(k, c);
     if (b == NULL) {
       while (head != NULL) {
         weft__range_t* r = (weft__range_t*)(void*)head;
@@ -80,9 +99,6 @@ int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
       }
       return -ENOMEM;
     }
-    atomic_init(&b->refs, 0);
-    b->counter = c;
-    b->ranges = (weft__range_t*)(void*)(b->jobs + k);
     memcpy(b->jobs, jobs + i * WEFT__BLOCK_JOBS, k * sizeof(b->jobs[0]));
     *tail = &range_at(b, 0, (uint32_t)k)->task;
     tail = &(*tail)->next;
@@ -158,6 +174,8 @@ weft__task_t* weft__range_steal(weft__worker_t* v) {
 
   if (!weft__range_visible(v))
     return NULL;
+  if (!span_visible(&slot->span))
+    return weft__stream_steal(v);
   weft__spin_lock(&slot->lock);
   b = atomic_load_explicit(&slot->blk, memory_order_relaxed);
   if (b != NULL) {
@@ -181,11 +199,15 @@ weft__task_t* weft__range_steal(weft__worker_t* v) {
   return r != NULL ? &r->task : NULL;
 }
 
-bool weft__range_visible(weft__worker_t* v) {
+static bool span_visible(_Atomic uint64_t* span) {
   /* Relaxed: a hint, or (in weft__idle_work_visible) ordered by the
    * fences on either side of the park/notify race. */
-  uint64_t s = atomic_load_explicit(&v->rslot.span, memory_order_relaxed);
+  uint64_t s = atomic_load_explicit(span, memory_order_relaxed);
   return (uint32_t)s < (uint32_t)(s >> 32);
+}
+
+bool weft__range_visible(weft__worker_t* v) {
+  return span_visible(&v->rslot.span) || stream_visible(&v->sslot);
 }
 
 void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f,
@@ -218,4 +240,156 @@ void weft__range_give_away(weft__worker_t* w, weft__fiber_t* f,
       weft__worker_ready(w->rt, w, t);
     }
   }
+}
+
+/* ---- spawn streams -------------------------------------------------------
+ *
+ * Jobs [next, end) of the open block w->sblk sit in w->sslot. Only the
+ * owner appends, with a release store of `end` (no RMW: a spawn costs no
+ * more than a deque push); anyone takes from the bottom by CAS on `next`:
+ * a thief (or the owner looking for work) half of the jobs in one CAS,
+ * run as a range, the owner waiting on the stream's counter one job at a
+ * time. So a stream of n spawns costs a thief O(log n) CASes, not a
+ * steal, a push and a fenced pop per job, and the jobs lie in one array.
+ * Indices are never reused within a block, so a range record made at one
+ * stays its range's. blk, and next with it, change only under the lock,
+ * which thieves hold too: a stale `next` from an older block cannot pass
+ * a CAS on a newer one.
+ */
+
+/* Jobs [*next, *end) of slot; false when there are none. Acquire on end:
+ * pairs with stream_publish's release, so the jobs below it are seen. */
+static bool stream_span(weft__sslot_t* slot, uint32_t* next, uint32_t* end) {
+  *next = atomic_load_explicit(&slot->next, memory_order_relaxed);
+  *end = atomic_load_explicit(&slot->end, memory_order_acquire);
+  return *next < *end;
+}
+
+/* The bottom half (at least one job) of a spawn stream's unstarted jobs,
+ * as a range task; NULL if it has none. */
+static weft__task_t* stream_split(weft__sslot_t* slot) {
+  weft__range_t* r = NULL;
+  weft__jobblock_t* b;
+  uint32_t next;
+  uint32_t end;
+
+  weft__spin_lock(&slot->lock);
+  b = atomic_load_explicit(&slot->blk, memory_order_relaxed);
+  while (b != NULL && stream_span(slot, &next, &end)) {
+    uint32_t mid = next + (end - next + 1) / 2;
+    /* Relaxed: the CAS only decides who runs [next, mid) (against the
+     * owner's single claims); the jobs came with the load of end. */
+    if (atomic_compare_exchange_weak_explicit(&slot->next, &next, mid,
+                                              memory_order_relaxed,
+                                              memory_order_relaxed)) {
+      r = range_at(b, next, mid); /* the slot's hold keeps b alive */
+      break;
+    }
+  }
+  weft__spin_unlock(&slot->lock);
+  return r != NULL ? &r->task : NULL;
+}
+
+static bool stream_visible(weft__sslot_t* slot) {
+  /* Relaxed: a hint, or ordered by the park/notify fences. No block, no
+   * look at end's line (a thief checks every victim this way). */
+  return atomic_load_explicit(&slot->blk, memory_order_relaxed) != NULL &&
+         atomic_load_explicit(&slot->next, memory_order_relaxed) <
+             atomic_load_explicit(&slot->end, memory_order_relaxed);
+}
+
+weft_job_t* weft__stream_reserve(weft__worker_t* w, weft__counter_t* c) {
+  weft__jobblock_t* b = w->sblk;
+  weft__sslot_t* slot = &w->sslot;
+
+  if (b != NULL && b->counter == c) {
+    /* Relaxed: only we write end. */
+    uint32_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+    if (end < WEFT__BLOCK_JOBS)
+      return &b->jobs[end];
+  } else if (b != NULL) {
+    /* Another counter: a stream of its own only after as many in a row
+     * (weft__stream_slot counted them while no block was open). */
+    if (w->stream_c != c) {
+      w->stream_c = c;
+      w->stream_n = 0;
+    }
+    if (++w->stream_n < WEFT__STREAM_AFTER)
+      return NULL;
+  }
+  weft__stream_close(w);
+  b = block_new(WEFT__BLOCK_JOBS, c);
+  if (b == NULL)
+    return NULL;            /* the plain way, then */
+  atomic_init(&b->refs, 1); /* the slot's hold, dropped by stream_close */
+  weft__spin_lock(&slot->lock);
+  atomic_store_explicit(&slot->next, 0, memory_order_relaxed);
+  atomic_store_explicit(&slot->end, 0, memory_order_relaxed);
+  atomic_store_explicit(&slot->blk, b, memory_order_relaxed);
+  weft__spin_unlock(&slot->lock);
+  w->sblk = b;
+  return &b->jobs[0];
+}
+
+void weft__stream_publish(weft__worker_t* w) {
+  weft__sslot_t* slot = &w->sslot;
+  uint32_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+  /* Release: the job was written before; pairs with the acquire load of
+   * end in stream_span. */
+  atomic_store_explicit(&slot->end, end + 1, memory_order_release);
+}
+
+weft__task_t* weft__stream_take(weft__worker_t* w) {
+  if (w->sblk == NULL || !stream_visible(&w->sslot))
+    return NULL;
+  return stream_split(&w->sslot);
+}
+
+weft__task_t* weft__stream_steal(weft__worker_t* v) {
+  if (!stream_visible(&v->sslot))
+    return NULL;
+  return stream_split(&v->sslot);
+}
+
+bool weft__stream_claim(weft__worker_t* w, weft__counter_t* c,
+                        weft_job_t* job) {
+  weft__jobblock_t* b = w->sblk;
+  weft__sslot_t* slot = &w->sslot;
+  uint32_t next;
+  uint32_t end;
+
+  if (b == NULL || b->counter != c)
+    return false;
+  /* No lock: only we replace b (and reset next). */
+  while (stream_span(slot, &next, &end)) {
+    if (atomic_compare_exchange_weak_explicit(&slot->next, &next, next + 1,
+                                              memory_order_relaxed,
+                                              memory_order_relaxed)) {
+      *job = b->jobs[next];
+      return true;
+    }
+  }
+  return false;
+}
+
+void weft__stream_close(weft__worker_t* w) {
+  weft__jobblock_t* b = w->sblk;
+  weft__sslot_t* slot = &w->sslot;
+  uint32_t next;
+  uint32_t end;
+
+  if (b == NULL)
+    return;
+  /* Under the lock no thief takes any; the rest is ours. */
+  weft__spin_lock(&slot->lock);
+  next = atomic_load_explicit(&slot->next, memory_order_relaxed);
+  end = atomic_load_explicit(&slot->end, memory_order_relaxed);
+  atomic_store_explicit(&slot->next, end, memory_order_relaxed);
+  atomic_store_explicit(&slot->blk, NULL, memory_order_relaxed);
+  weft__spin_unlock(&slot->lock);
+  w->sblk = NULL;
+  /* The jobs nobody started yet go on as one range (it holds b). */
+  if (next < end)
+    weft__worker_ready(w->rt, w, &range_at(b, next, end)->task);
+  block_drop(b);
 }

@@ -120,6 +120,7 @@ static void workers_free(weft_runtime_t* rt) {
     return;
   for (i = 0; i < rt->nworkers; i++) {
     weft__worker_t* w = &rt->workers[i];
+    weft__stream_close(w); /* every job ran: it only drops the block */
     for (p = 0; p < WEFT__NPRIO; p++)
       weft__deque_destroy(&w->dq[p]);
   }
@@ -149,6 +150,10 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     atomic_init(&w->rslot.lock.locked, 0);
     atomic_init(&w->rslot.blk, NULL);
     atomic_init(&w->rslot.span, 0);
+    atomic_init(&w->sslot.lock.locked, 0);
+    atomic_init(&w->sslot.blk, NULL);
+    atomic_init(&w->sslot.next, 0);
+    atomic_init(&w->sslot.end, 0);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
       if (err != 0)

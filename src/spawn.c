@@ -88,6 +88,24 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
    * until the flush, which wakes the pool itself. */
   if (w == NULL && pin < 0 && !weft__batch_is_open(rt))
     weft__idle_wake_early(rt);
+  if (w != NULL && pin < 0 && prio == WEFT_PRIORITY_NORMAL) {
+    weft__counter_t* c = counter != NULL ? cast(counter) : NULL;
+    weft_job_t* sj = weft__stream_slot(w, c);
+    if (sj != NULL) {
+      /* A stream's job (range.c): counted before it is published, as
+       * below. */
+      sj->fn = fn;
+      sj->arg = arg;
+      if (c != NULL)
+        counter_inc(w, c, 1);
+      count_submitted(rt, w, 1);
+      weft__stream_publish(w);
+      /* As for a push on our own deque (weft__worker_ready). */
+      if (weft__idle_may_notify(&rt->idle, rt->nworkers))
+        weft__idle_notify(rt);
+      return 0;
+    }
+  }
   j = weft__job_alloc(w);
   if (j == NULL)
     return -ENOMEM;

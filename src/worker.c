@@ -214,6 +214,8 @@ static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing) {
   t = weft__deque_pop(&w->dq[prio]);
   if (t != NULL && prio != WEFT_PRIORITY_NORMAL)
     atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1, memory_order_relaxed);
+  if (t == NULL && w->sblk != NULL && prio == WEFT_PRIORITY_NORMAL)
+    t = weft__stream_take(w);
   if (t == NULL)
     t = weft__inject_pop(&w->mailbox, prio);
   if (t == NULL)
@@ -339,6 +341,7 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
   while (weft__counter_above(c, target + (w->dec_c == c ? w->dec_n : 0))) {
     weft__task_t* t;
     weft__job_t* j;
+    weft_job_t sj;
     void* fls[WEFT_FLS_SLOTS];
     uint8_t fls_used;
     int16_t pin;
@@ -351,15 +354,21 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     /* Queued high-priority work goes first: suspend instead. */
     if (level_busy(w->rt, w, WEFT_PRIORITY_HIGH))
       break;
-    t = weft__deque_pop(&w->dq[WEFT_PRIORITY_NORMAL]);
-    if (t == NULL)
-      break;
-    j = (weft__job_t*)t;
-    if (task_counter(t) != c) {
-      if (weft__deque_push(&w->dq[WEFT_PRIORITY_NORMAL], t) != 0)
-        weft__worker_ready(w->rt, NULL, t); /* cannot fail */
-      break;
+    /* The newest job of our spawn stream on c first: it is newer than
+     * anything on the deque that counts on c. */
+    if (w->sblk != NULL && weft__stream_claim(w, c, &sj)) {
+      t = NULL;
+    } else {
+      t = weft__deque_pop(&w->dq[WEFT_PRIORITY_NORMAL]);
+      if (t == NULL)
+        break;
+      if (task_counter(t) != c) {
+        if (weft__deque_push(&w->dq[WEFT_PRIORITY_NORMAL], t) != 0)
+          weft__worker_ready(w->rt, NULL, t); /* cannot fail */
+        break;
+      }
     }
+    j = (weft__job_t*)t;
     /* The inner job gets empty fiber-local slots; ours come back after. */
     fls_used = f->fls_used;
     if (fls_used) {
@@ -370,7 +379,11 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     pin = f->task.pin;
     prio = f->task.prio;
     gen = f->gen;
-    if (t->kind == WEFT__TASK_JOB) {
+    if (t == NULL) {
+      weft__job_begin(f, -1, WEFT_PRIORITY_NORMAL);
+      sj.fn(sj.arg);
+      weft__job_end(weft__worker_current(), f, c);
+    } else if (t->kind == WEFT__TASK_JOB) {
       run_job(w, j);
     } else {
       /* A range of c's batch: it needs the worker's slot, so the range

@@ -274,6 +274,177 @@ static void spawn_batch_jobs_run_side_by_side(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* ---- spawn streams -------------------------------------------------------
+ * Many weft_spawn calls in a row on one counter go into a stream (an open
+ * block that thieves take half of at a time, range.c). Its jobs keep every
+ * promise of single jobs: each runs once, may wait for a later one, runs
+ * side by side with the others, and streams nest and switch counters. */
+
+static void nop(void* arg) {
+  (void)arg;
+}
+
+typedef struct {
+  int n;
+} stream_arg_t;
+
+static void stream_dep_spawner(void* arg) {
+  stream_arg_t* a = arg;
+  weft_counter_t c;
+  int i;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < a->n; i++)
+    CHECK(weft_spawn(NULL, dep_job, (void*)(intptr_t)i, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+static void spawn_stream_jobs_wait_on_later_ones(void** state) {
+  static const unsigned workers[] = {1, 2, 4};
+  size_t k;
+  (void)state;
+
+  deps = calloc(1, sizeof(*deps));
+  assert_non_null(deps);
+  for (k = 0; k < 3; k++) {
+    weft_runtime_t* rt = test_runtime(workers[k]);
+    stream_arg_t a = {BATCH_N};
+    weft_counter_t c;
+    weft_stats_t st;
+    int i;
+
+    for (i = 0; i < BATCH_N; i++) {
+      deps->waits_for[i] = -1;
+      deps->opens[i] = -1;
+      atomic_init(&deps->ran[i], 0);
+      weft_counter_init(&deps->gate[i], 1);
+    }
+    /* Across the stream's blocks (1024 jobs), the first jobs (spawned the
+     * plain way) and the stream's start (job 16). */
+    for (i = 20; i + 1023 < BATCH_N; i += 1024) {
+      deps->waits_for[i] = i + 1023;
+      deps->opens[i + 1023] = i;
+    }
+    deps->waits_for[3] = 17;
+    deps->opens[17] = 3;
+    deps->waits_for[18] = 19;
+    deps->opens[19] = 18;
+    deps->waits_for[30] = 2900;
+    deps->opens[2900] = 30;
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, stream_dep_spawner, &a, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    for (i = 0; i < BATCH_N; i++)
+      assert_int_equal(atomic_load(&deps->ran[i]), 1);
+    assert_true(weft_stats(rt, &st) >= 0);
+    assert_int_equal(st.jobs_run, BATCH_N + 1);
+    test_assert_no_live_fibers(rt);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+  free(deps);
+  ASSERT_NO_CHECK_FAILED();
+}
+
+static void stream_meet_spawner(void* arg) {
+  stream_arg_t* a = arg;
+  weft_counter_t c;
+  int i;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 20; i++) /* enough to open the stream */
+    CHECK(weft_spawn(NULL, nop, NULL, &c) == 0);
+  for (i = 0; i < a->n; i++)
+    CHECK(weft_spawn(NULL, meet_job, NULL, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+static void spawn_stream_jobs_run_side_by_side(void** state) {
+  static const unsigned workers[] = {2, 4};
+  size_t k;
+  int spin;
+  (void)state;
+
+  for (k = 0; k < 2; k++) {
+    for (spin = 0; spin <= 1; spin++) {
+      weft_runtime_t* rt = test_runtime(workers[k]);
+      stream_arg_t a = {(int)workers[k]};
+      weft_counter_t c;
+
+      atomic_store(&arrived, 0);
+      side_by_side_n = (int)workers[k];
+      side_by_side_spin = spin;
+      weft_counter_init(&c, 0);
+      assert_int_equal(weft_spawn(rt, stream_meet_spawner, &a, &c), 0);
+      assert_int_equal(weft_counter_wait(&c, 0), 0);
+      assert_int_equal(atomic_load(&arrived), (int)workers[k]);
+      assert_int_equal(weft_runtime_destroy(rt), 0);
+    }
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
+/* Streams switch counters, cross blocks, and nest: a stream's job run
+ * inline by the waiting spawner opens a stream of its own. */
+static atomic_int stream_hits[3];
+
+static void stream_hit(void* arg) {
+  atomic_fetch_add(&stream_hits[(intptr_t)arg], 1);
+}
+
+static void inner_streamer(void* arg) {
+  weft_counter_t c;
+  int i;
+  (void)arg;
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 50; i++)
+    CHECK(weft_spawn(NULL, stream_hit, (void*)(intptr_t)2, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+static void stream_mixer(void* arg) {
+  weft_counter_t c0;
+  weft_counter_t c1;
+  weft_counter_t c2;
+  int i;
+  (void)arg;
+  weft_counter_init(&c0, 0);
+  weft_counter_init(&c1, 0);
+  weft_counter_init(&c2, 0);
+  for (i = 0; i < 40; i++)
+    CHECK(weft_spawn(NULL, stream_hit, (void*)(intptr_t)0, &c0) == 0);
+  for (i = 0; i < 40; i++)
+    CHECK(weft_spawn(NULL, stream_hit, (void*)(intptr_t)1, &c1) == 0);
+  for (i = 0; i < 2500; i++) /* three blocks */
+    CHECK(weft_spawn(NULL, stream_hit, (void*)(intptr_t)0, &c0) == 0);
+  for (i = 0; i < 100; i++)
+    CHECK(weft_spawn(NULL, inner_streamer, NULL, &c2) == 0);
+  CHECK(weft_counter_wait(&c1, 0) == 0);
+  CHECK(atomic_load(&stream_hits[1]) == 40);
+  CHECK(weft_counter_wait(&c2, 0) == 0);
+  CHECK(atomic_load(&stream_hits[2]) == 100 * 50);
+  CHECK(weft_counter_wait(&c0, 0) == 0);
+  CHECK(atomic_load(&stream_hits[0]) == 2540);
+}
+
+static void spawn_stream_switch_and_nest(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++) {
+    weft_runtime_t* rt = test_runtime(test_worker_counts[k]);
+    weft_counter_t c;
+    weft_stats_t st;
+    int i;
+    for (i = 0; i < 3; i++)
+      atomic_store(&stream_hits[i], 0);
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, stream_mixer, NULL, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    assert_true(weft_stats(rt, &st) >= 0);
+    assert_int_equal(st.jobs_run, 1 + 2540 + 40 + 100 + 100 * 50);
+    test_assert_no_live_fibers(rt);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* A job that waits for a batch it just spawned runs that batch's jobs
  * itself while they are still on top of its deque, as it does for single
  * jobs: on one worker, batches nested in a batch need no second fiber and
@@ -553,6 +724,9 @@ int main(void) {
       cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
       cmocka_unit_test(spawn_batch_nested_runs_inline),
       cmocka_unit_test(spawn_batch_nested_wide_runs_inline),
+      cmocka_unit_test(spawn_stream_jobs_wait_on_later_ones),
+      cmocka_unit_test(spawn_stream_jobs_run_side_by_side),
+      cmocka_unit_test(spawn_stream_switch_and_nest),
       cmocka_unit_test(spawn_priority_outside),
       cmocka_unit_test(spawn_priority_from_job),
       cmocka_unit_test(spawn_pinned),
