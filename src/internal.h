@@ -677,6 +677,14 @@ weft__task_t* weft__stream_steal(weft__worker_t* v);
 bool weft__stream_claim(weft__worker_t* w, weft__counter_t* c, weft_job_t* job);
 /* Gives the stream's unstarted jobs to the deque and closes its block. */
 void weft__stream_close(weft__worker_t* w);
+/* Whether w's own normal-priority work (its deque and its spawn stream)
+ * is empty: a racy look, for the owner (lazy splitting, spinning). */
+static inline bool weft__worker_own_empty(weft__worker_t* w) {
+  return weft__deque_size(&w->dq[WEFT_PRIORITY_NORMAL]) == 0 &&
+         (w->sblk == NULL ||
+          atomic_load_explicit(&w->sslot.next, memory_order_relaxed) >=
+              atomic_load_explicit(&w->sslot.end, memory_order_relaxed));
+}
 
 /* ---- runtime.c --------------------------------------------------------- */
 

@@ -31,7 +31,7 @@ struct pf_s {
 };
 
 /* Lazy binary splitting (Tzannes, Caragea, Barua and Vishkin, PPoPP 2010):
- * a range job splits off its upper half only while its own deque is empty,
+ * a range job splits off its upper half only while its own queue is empty,
  * that is, while no earlier half is still waiting to be stolen; otherwise
  * it runs the next `grain` elements itself and looks again. So a range
  * splits about as often as idle workers come for work, and a small or
@@ -45,7 +45,10 @@ static void pf_job(void* arg) {
 
   while (end - begin > grain) {
     weft__worker_t* w = weft__worker_current();
-    if (weft__deque_size(&w->dq[WEFT_PRIORITY_NORMAL]) == 0) {
+    /* Our deque and spawn stream both: after 16 splits our halves go to
+     * the stream (range.c), and a look at the deque alone would split at
+     * every element. */
+    if (weft__worker_own_empty(w)) {
       size_t mid = begin + (end - begin) / 2;
       /* Relaxed: the slot index is only a claim; the record is handed to
        * the job by the spawn's publication. */

@@ -77,10 +77,37 @@ static void parallel_for_from_job(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* Lazy splitting splits only while the splitting job's own queue is
+ * empty, so a loop makes about as many pieces as idle workers come for:
+ * far fewer jobs than a grain of 1 would allow. Its halves may go to the
+ * job's spawn stream (after 16 in a row), which must count as its queue
+ * too: counting only the deque, every element became a job. */
+static void parallel_for_splits_lazily(void** state) {
+  static const unsigned workers[] = {1, 2, 4};
+  size_t k;
+  (void)state;
+  for (k = 0; k < 3; k++) {
+    weft_runtime_t* rt = test_runtime(workers[k]);
+    size_t n = 200000;
+    weft_stats_t before;
+    weft_stats_t after;
+    check_range(rt, 0, 10, 1); /* started, so the stats count */
+    assert_true(weft_stats(rt, &before) >= 0);
+    check_range(rt, 0, n, 1);
+    assert_true(weft_stats(rt, &after) >= 0);
+    /* ~20-150 here; one job per element was ~12000 (the stream bug). */
+    if (after.jobs_run - before.jobs_run > n / 100)
+      fail_msg("%u workers: %llu jobs for %zu elements", workers[k],
+               (unsigned long long)(after.jobs_run - before.jobs_run), n);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(parallel_for_outside),
       cmocka_unit_test(parallel_for_from_job),
+      cmocka_unit_test(parallel_for_splits_lazily),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
 }
