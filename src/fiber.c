@@ -122,9 +122,22 @@ unsigned weft__fiber_bind_all(weft_runtime_t* rt, const weft__plan_t* plan) {
   weft__fiber_t* f;
   unsigned n = 0;
 
+  /* One stack per hold of the lock: a bind is an mbind that may migrate
+   * pages (tens to hundreds of microseconds), and workers making or pooling
+   * fibers wait on this lock. Walking on without it is safe: the list only
+   * grows at its head (fibers made after the plan was published bind
+   * themselves, see fiber_create) and nothing leaves it before destroy,
+   * which waits for us. */
   weft__spin_lock(&rt->fibers_lock);
-  for (f = rt->all_fibers; f != NULL; f = f->all_next)
+  f = rt->all_fibers;
+  while (f != NULL) {
+    weft__fiber_t* next;
     n += stack_bind(plan, &f->stack, f->home);
+    next = f->all_next;
+    weft__spin_unlock(&rt->fibers_lock);
+    weft__spin_lock(&rt->fibers_lock);
+    f = next;
+  }
   weft__spin_unlock(&rt->fibers_lock);
   return n;
 }

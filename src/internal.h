@@ -432,8 +432,8 @@ int weft__topology_plan_start(weft__plan_t* plan, const weft_config_t* cfg,
 void weft__topology_plan_free(weft__plan_t* plan);
 /* Whether the process's topology is loaded (never waits for a load). */
 bool weft__topology_loaded(void);
-/* The cores (pus: the PUs) the calling thread may run on, from its
- * affinity and sysfs, without hwloc; 0 when they cannot be told. */
+/* The cores (pus: the PUs) the process's threads may run on, from their
+ * affinities and sysfs, without hwloc; 0 when they cannot be told. */
 unsigned weft__topology_quick_count(bool pus);
 /* Binds the calling thread to the worker's PU (plan->bind only). */
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);

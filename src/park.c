@@ -247,6 +247,7 @@ bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
 void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w) {
   weft__idle_t* idle = &rt->idle;
   bool last_searcher;
+  bool everywhere;
   bool cancel = false;
   unsigned i;
 
@@ -264,10 +265,17 @@ void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w) {
 
   /* Pairs with the fence in weft__idle_notify: a submitter that saw us
    * awake skipped the wake-up, so we must see its work now. Only the last
-   * searcher needs to look everywhere (others leave it to that one); every
-   * worker looks at its own mailbox, which nobody else can take from. */
+   * searcher, or any worker once nobody searches, needs to look everywhere
+   * (others leave it to the searcher still looking, which will end its
+   * search as the last one and look itself); every worker looks at its own
+   * mailbox, which nobody else can take from. A worker refused the search
+   * (another was searching) that parks after that searcher found its work
+   * must look too: submitters counted it awake and woke nobody, and it
+   * never looked at other workers' queues (it did not steal). */
   atomic_thread_fence(memory_order_seq_cst);
-  if (weft__idle_work_visible(rt, w, last_searcher) ||
+  everywhere = last_searcher || atomic_load_explicit(&idle->searching,
+                                                     memory_order_seq_cst) == 0;
+  if (weft__idle_work_visible(rt, w, everywhere) ||
       atomic_load_explicit(&rt->stop, memory_order_acquire)) {
     weft__spin_lock(&idle->lock);
     if (w->sleeping) {

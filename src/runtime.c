@@ -221,6 +221,16 @@ typedef struct weft__placer_s {
  * thread left inside hwloc at exit is a leak report waiting to happen. */
 static atomic_int placers_running;
 
+/* A child of fork() has none of the parent's threads, so none of its
+ * placers: without this the child's exit() would wait for them forever. */
+static void placers_fork_child(void) {
+  atomic_store_explicit(&placers_running, 0, memory_order_relaxed);
+}
+
+__attribute__((constructor)) static void placers_atfork(void) {
+  pthread_atfork(NULL, NULL, placers_fork_child);
+}
+
 __attribute__((destructor)) static void placers_wait(void) {
   /* Acquire pairs with the release decrement at each placer's end. */
   while (atomic_load_explicit(&placers_running, memory_order_acquire) != 0)

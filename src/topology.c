@@ -8,6 +8,8 @@
  * WEFT_TOPOLOGY describes, which is never bound to. docs/topology.md
  * explains the strategies.
  */
+#include <dirent.h>
+#include <errno.h>
 #include <hwloc.h>
 #include <sched.h>
 #include <stdio.h>
@@ -28,6 +30,7 @@ static int topo_err;
 static atomic_int topo_stage;
 
 static void topo_fork_prepare(void);
+static void topo_fork_done(void);
 
 /* hwloc's first topology init in a process loads its plugins (PCI, OpenCL,
  * GL with X11, libxml2 with ICU): about 3 ms of dlopen, for devices and a
@@ -54,7 +57,7 @@ __attribute__((constructor)) static void topology_preinit(void) {
  * (runtime.c): a fork then must not copy a half-made topology, nor a
  * pthread_once the child would wait on forever. */
 __attribute__((constructor)) static void topology_atfork(void) {
-  pthread_atfork(topo_fork_prepare, NULL, NULL);
+  pthread_atfork(topo_fork_prepare, topo_fork_done, topo_fork_done);
 }
 
 /* Only what placement needs: no I/O devices, no instruction caches, no L1
@@ -118,10 +121,18 @@ static void topo_load_once(void) {
     hwloc_topology_destroy(topo);
 }
 
+/* Held across a load, and by a fork from its prepare handler to its end:
+ * a fork waits for a load under way, and no load starts during a fork
+ * (looking at topo_stage alone left a window between the look and the
+ * fork in which the placer could start one). */
+static pthread_mutex_t topo_fork_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void topo_load(void) {
+  pthread_mutex_lock(&topo_fork_lock);
   atomic_store_explicit(&topo_stage, 1, memory_order_release);
   topo_load_once();
   atomic_store_explicit(&topo_stage, 2, memory_order_release);
+  pthread_mutex_unlock(&topo_fork_lock);
 }
 
 static int topo_get(void) {
@@ -130,9 +141,12 @@ static int topo_get(void) {
 }
 
 static void topo_fork_prepare(void) {
-  /* A load under way ends first (pthread_once waits for it). */
-  if (atomic_load_explicit(&topo_stage, memory_order_acquire) == 1)
-    topo_get();
+  /* A load under way ends first; none starts until the fork is done. */
+  pthread_mutex_lock(&topo_fork_lock);
+}
+
+static void topo_fork_done(void) {
+  pthread_mutex_unlock(&topo_fork_lock);
 }
 
 bool weft__topology_loaded(void) {
@@ -178,12 +192,41 @@ static int lower_sibling_allowed(const char* path, unsigned cpu,
   return 0;
 }
 
+/* The CPUs any thread of the process may run on: what hwloc's
+ * HWLOC_CPUBIND_PROCESS reads (topo_restrict_to_binding), the union of
+ * every thread's affinity, not the calling thread's alone. */
+static int process_affinity(cpu_set_t* allowed) {
+  DIR* d;
+  struct dirent* e;
+  int err = 0;
+
+  if (sched_getaffinity(0, sizeof(*allowed), allowed) != 0)
+    return -1;
+  d = opendir("/proc/self/task");
+  if (d == NULL)
+    return 0; /* no procfs: the calling thread's */
+  while ((e = readdir(d)) != NULL) {
+    cpu_set_t one;
+    if (e->d_name[0] == '.')
+      continue;
+    if (sched_getaffinity((pid_t)atoi(e->d_name), sizeof(one), &one) != 0) {
+      if (errno == ESRCH)
+        continue; /* gone meanwhile */
+      err = -1;
+      break;
+    }
+    CPU_OR(allowed, allowed, &one);
+  }
+  closedir(d);
+  return err;
+}
+
 unsigned weft__topology_quick_count(bool pus) {
   cpu_set_t allowed;
   unsigned n = 0;
   unsigned c;
 
-  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0)
+  if (process_affinity(&allowed) != 0)
     return 0; /* more CPUs than a cpu_set_t holds: ask hwloc */
   if (pus)
     return (unsigned)CPU_COUNT(&allowed);

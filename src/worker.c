@@ -354,8 +354,8 @@ weft__worker_t* weft__worker_help(weft__worker_t* w, weft__counter_t* c,
     /* Queued high-priority work goes first: suspend instead. */
     if (level_busy(w->rt, w, WEFT_PRIORITY_HIGH))
       break;
-    /* The newest job of our spawn stream on c first: it is newer than
-     * anything on the deque that counts on c. */
+    /* A job of our spawn stream on c first (the oldest unstarted one:
+     * the owner takes from the bottom, as thieves do, range.c). */
     if (w->sblk != NULL && weft__stream_claim(w, c, &sj)) {
       t = NULL;
     } else {

@@ -6,6 +6,8 @@
  */
 #include <dirent.h>
 #include <hwloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -599,6 +601,78 @@ static void run_child(int arg) {
   placed_run_child();
 }
 
+/* A fork while the placer runs (it waits 10 ms first): the child has no
+ * placer thread, so its exit() (the library destructor) must not wait for
+ * one. */
+static void fork_exit_child(void) {
+  weft_runtime_t* rt;
+  weft_stats_t s;
+  affinity_t a;
+  int status;
+  int k;
+  pid_t pid;
+
+  if (weft_runtime_create(&rt, NULL) != 0 || weft_stats(rt, &s) < 0)
+    _exit(1);
+  worker_affinity(rt, 0, &a);
+  if (weft_stats(rt, &s) < 0 || !s.placing)
+    _exit(2); /* the placer has not run yet: the case under test */
+  pid = fork();
+  if (pid < 0)
+    _exit(3);
+  if (pid == 0)
+    exit(0); /* destructors run */
+  for (k = 0; k < 5000 && waitpid(pid, &status, WNOHANG) != pid; k++)
+    test_sleep_ms(1);
+  if (k == 5000) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    _exit(4); /* the grandchild hung in exit() */
+  }
+  if (weft_runtime_destroy(rt) != 0)
+    _exit(5);
+  _exit(0);
+}
+
+/* The first runtime's default count, told without hwloc, is hwloc's even
+ * when the starting thread may run on fewer CPUs than the process (hwloc
+ * keeps to the process's binding: the union of its threads'). */
+static void* idle_thread(void* arg) {
+  (void)arg;
+  pause();
+  return NULL;
+}
+
+static void narrow_starter_child(int cores) {
+  weft_runtime_t* rt;
+  weft_stats_t s;
+  affinity_t a;
+  cpu_set_t one;
+  pthread_t t;
+
+  if (pthread_create(&t, NULL, idle_thread, NULL) != 0)
+    _exit(1);
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  if (pthread_setaffinity_np(pthread_self(), sizeof(one), &one) != 0)
+    _exit(2);
+  if (weft_runtime_create(&rt, NULL) != 0)
+    _exit(3);
+  worker_affinity(rt, 0, &a);
+  if (weft_stats(rt, &s) < 0 || (int)s.workers != cores)
+    _exit(4);
+  if (!placed(rt, &s) || s.workers_pinned != s.workers)
+    _exit(5);
+  if (weft_runtime_destroy(rt) != 0)
+    _exit(6);
+  _exit(0);
+}
+
+static void fork_exit(int arg) {
+  (void)arg;
+  fork_exit_child();
+}
+
 static bool can_bind_threads(void) {
   cpu_set_t set;
   return sched_getaffinity(0, sizeof(set), &set) == 0 &&
@@ -615,6 +689,8 @@ static void topology_placed_after_start(void** state) {
   fork_child(placed_later_child, cores, "placed_later_child");
   fork_child(never_child, 0, "placed_never_child");
   fork_child(run_child, 0, "placed_run_child");
+  fork_child(fork_exit, 0, "fork_exit_child");
+  fork_child(narrow_starter_child, cores, "narrow_starter_child");
 }
 
 /* The default counts without hwloc match hwloc's. */
