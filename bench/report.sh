@@ -268,7 +268,9 @@ versions=$(dpkg-query -W -f='${Package} ${Version}\n' libtbb-dev libuv1-dev \
 gov=$(go version 2>/dev/null | awk '{print $3}')
 rustv=$(rustc --version 2>/dev/null | awk '{print $2}')
 commit=$(git -C "$here" rev-parse --short HEAD 2>/dev/null)
+# The report's own outputs (rewritten by earlier runs) do not count.
 dirty=$(git -C "$here" status --porcelain --untracked-files=no 2>/dev/null |
+  grep -v -E ' docs/(performance\.(md|csv)|perf_[a-z_]+\.svg)$' |
   grep -q . && echo " (with uncommitted changes)")
 
 md=$work/performance.md
