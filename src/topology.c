@@ -657,9 +657,11 @@ int weft__topology_plan_start(weft__plan_t* plan, const weft_config_t* cfg,
   return err;
 }
 
-int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
-                              pthread_t thread) {
+/* Binds `thread` (self: the calling one) to worker's PU. */
+static int pin(const weft__plan_t* plan, unsigned worker, bool self,
+               pthread_t thread) {
   hwloc_obj_t pu;
+  int rc;
   if (!plan->bind || plan->pu_os_index == NULL || plan->pu_os_index[worker] < 0)
     return -EINVAL;
   if (topo_get() != 0)
@@ -667,22 +669,17 @@ int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
   pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)plan->pu_os_index[worker]);
   if (pu == NULL)
     return -EINVAL;
-  if (hwloc_set_thread_cpubind(topo, thread, pu->cpuset,
-                               HWLOC_CPUBIND_THREAD) != 0)
-    return -errno;
-  return 0;
+  rc = self ? hwloc_set_cpubind(topo, pu->cpuset, HWLOC_CPUBIND_THREAD)
+            : hwloc_set_thread_cpubind(topo, thread, pu->cpuset,
+                                       HWLOC_CPUBIND_THREAD);
+  return rc != 0 ? -errno : 0;
+}
+
+int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
+                              pthread_t thread) {
+  return pin(plan, worker, false, thread);
 }
 
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker) {
-  hwloc_obj_t pu;
-  if (!plan->bind || plan->pu_os_index == NULL || plan->pu_os_index[worker] < 0)
-    return -EINVAL;
-  if (topo_get() != 0)
-    return topo_err;
-  pu = hwloc_get_pu_obj_by_os_index(topo, (unsigned)plan->pu_os_index[worker]);
-  if (pu == NULL)
-    return -EINVAL;
-  if (hwloc_set_cpubind(topo, pu->cpuset, HWLOC_CPUBIND_THREAD) != 0)
-    return -errno;
-  return 0;
+  return pin(plan, worker, true, pthread_self());
 }

@@ -166,6 +166,22 @@ static void dep_job(void* arg) {
   atomic_fetch_add(&deps->ran[i], 1);
 }
 
+static void deps_reset(void) {
+  int i;
+  for (i = 0; i < BATCH_N; i++) {
+    deps->waits_for[i] = -1;
+    deps->opens[i] = -1;
+    atomic_init(&deps->ran[i], 0);
+    weft_counter_init(&deps->gate[i], 1);
+  }
+}
+
+/* Job `first` waits until job `later` has run. */
+static void deps_link(int first, int later) {
+  deps->waits_for[first] = later;
+  deps->opens[later] = first;
+}
+
 static void never_run(void* arg) {
   (void)arg;
   CHECK(0 && "a batch job ran the caller's reused array entry");
@@ -186,22 +202,13 @@ static void spawn_batch_jobs_wait_on_later_ones(void** state) {
     int i;
 
     assert_non_null(jobs);
-    for (i = 0; i < BATCH_N; i++) {
-      deps->waits_for[i] = -1;
-      deps->opens[i] = -1;
-      atomic_init(&deps->ran[i], 0);
-      weft_counter_init(&deps->gate[i], 1);
-    }
+    deps_reset();
     /* Every 1024th job waits for the one 1023 later, job 1 for job 2, and
      * job 10 for one 2000 later. */
-    for (i = 0; i + 1023 < BATCH_N; i += 1024) {
-      deps->waits_for[i] = i + 1023;
-      deps->opens[i + 1023] = i;
-    }
-    deps->waits_for[1] = 2;
-    deps->opens[2] = 1;
-    deps->waits_for[10] = 2010;
-    deps->opens[2010] = 10;
+    for (i = 0; i + 1023 < BATCH_N; i += 1024)
+      deps_link(i, i + 1023);
+    deps_link(1, 2);
+    deps_link(10, 2010);
     for (i = 0; i < BATCH_N; i++) {
       jobs[i].fn = dep_job;
       jobs[i].arg = (void*)(intptr_t)i;
@@ -312,24 +319,14 @@ static void spawn_stream_jobs_wait_on_later_ones(void** state) {
     weft_stats_t st;
     int i;
 
-    for (i = 0; i < BATCH_N; i++) {
-      deps->waits_for[i] = -1;
-      deps->opens[i] = -1;
-      atomic_init(&deps->ran[i], 0);
-      weft_counter_init(&deps->gate[i], 1);
-    }
+    deps_reset();
     /* Across the stream's blocks (1024 jobs), the first jobs (spawned the
      * plain way) and the stream's start (job 16). */
-    for (i = 20; i + 1023 < BATCH_N; i += 1024) {
-      deps->waits_for[i] = i + 1023;
-      deps->opens[i + 1023] = i;
-    }
-    deps->waits_for[3] = 17;
-    deps->opens[17] = 3;
-    deps->waits_for[18] = 19;
-    deps->opens[19] = 18;
-    deps->waits_for[30] = 2900;
-    deps->opens[2900] = 30;
+    for (i = 20; i + 1023 < BATCH_N; i += 1024)
+      deps_link(i, i + 1023);
+    deps_link(3, 17);
+    deps_link(18, 19);
+    deps_link(30, 2900);
     weft_counter_init(&c, 0);
     assert_int_equal(weft_spawn(rt, stream_dep_spawner, &a, &c), 0);
     assert_int_equal(weft_counter_wait(&c, 0), 0);

@@ -173,19 +173,6 @@ static void numa_policy(uintptr_t addr, char* out, size_t len) {
 
 /* Whether the kernel lets this process set a memory policy (mbind may be
  * filtered in containers): then weft must have bound every stack. */
-static bool mbind_works(void) {
-  size_t len = 4096;
-  unsigned long mask = 1; /* node 0, which every machine has */
-  void* p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                 -1, 0);
-  long rc;
-  if (p == MAP_FAILED)
-    return false;
-  rc = syscall(SYS_mbind, p, len, 1 /* MPOL_PREFERRED */, &mask,
-               sizeof(mask) * 8, 0);
-  munmap(p, len);
-  return rc == 0;
-}
 
 /* ---- a run: fibers waiting at once, and a job that touches its stack ---- */
 
@@ -664,7 +651,7 @@ static void stack_bound_to_node(void** state) {
   (void)state;
   config(&cfg, 2, 0);
   run(&cfg, &r);
-  if (mbind_works()) {
+  if (test_mbind_works()) {
     assert_int_equal(r.s.stacks_bound, r.s.fibers_created);
     if (strncmp(r.policy, "prefer", 6) != 0 &&
         strncmp(r.policy, "bind", 4) != 0)
@@ -686,7 +673,7 @@ static void stack_bound_huge(void** state) {
   weft_config_t cfg;
   run_t r;
   (void)state;
-  if (!mbind_works())
+  if (!test_mbind_works())
     skip();
   reserve_hugepages(16); /* hugetlb if root, else THP: both are bound */
   config(&cfg, 2, 1);

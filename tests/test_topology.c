@@ -446,20 +446,6 @@ static void worker_affinity(weft_runtime_t* rt, int i, affinity_t* a) {
   CHECK(a->worker == i);
 }
 
-static bool mbind_works(void) {
-  size_t len = 4096;
-  unsigned long mask = 1; /* node 0, which every machine has */
-  void* p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                 -1, 0);
-  long rc;
-  if (p == MAP_FAILED)
-    return false;
-  rc = syscall(SYS_mbind, p, len, 1 /* MPOL_PREFERRED */, &mask,
-               sizeof(mask) * 8, 0);
-  munmap(p, len);
-  return rc == 0;
-}
-
 /* Polls until the placer is done (it waits ~10 ms, then loads). */
 static bool placed(weft_runtime_t* rt, weft_stats_t* s) {
   int i;
@@ -508,7 +494,7 @@ static void placed_later_child(int cores) {
         _exit(9);
   }
   if (weft_stats(rt, &s) < 0 ||
-      (mbind_works() && s.stacks_bound != s.fibers_created))
+      (test_mbind_works() && s.stacks_bound != s.fibers_created))
     _exit(10);
   if (weft_runtime_destroy(rt) != 0 || atomic_load(&test_failures) != 0)
     _exit(11);

@@ -7,11 +7,15 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -85,6 +89,22 @@ static inline void test_assert_no_live_fibers(weft_runtime_t* rt) {
     test_sleep_ms(1);
   }
   assert_int_equal(s.fibers_created - s.fibers_in_pool, s.workers);
+}
+
+/* Whether mbind works here (many containers filter it out): binding
+ * stacks to a node is checked only where it can happen. */
+static inline bool test_mbind_works(void) {
+  size_t len = 4096;
+  unsigned long mask = 1; /* node 0, which every machine has */
+  void* p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  long rc;
+  if (p == MAP_FAILED)
+    return false;
+  rc = syscall(SYS_mbind, p, len, 1 /* MPOL_PREFERRED */, &mask,
+               sizeof(mask) * 8, 0);
+  munmap(p, len);
+  return rc == 0;
 }
 
 #endif /* WEFT_TEST_UTIL_H_ */
