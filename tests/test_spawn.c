@@ -467,29 +467,35 @@ static void nest_job(void* arg) {
   CHECK(weft_counter_wait(&c, 0) == 0);
 }
 
-static void spawn_batch_nested_runs_inline(void** state) {
+/* On one worker, n outer jobs (a batch) each running `outer`, which
+ * leaves `per` leaves: every job runs on one fiber, with no switch. */
+static void check_nested_inline(weft_job_cb outer, int n, int per) {
   weft_runtime_t* rt = test_runtime(1);
-  weft_job_t outer[100];
+  weft_job_t* jobs = calloc((size_t)n, sizeof(*jobs));
   weft_counter_t c;
   weft_stats_t st;
   int i;
-  (void)state;
 
+  assert_non_null(jobs);
   atomic_store(&leaves, 0);
-  for (i = 0; i < 100; i++) {
-    outer[i].fn = nest_job;
-    outer[i].arg = NULL;
-  }
+  for (i = 0; i < n; i++)
+    jobs[i].fn = outer;
   weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn_batch(rt, outer, 100, &c), 0);
+  assert_int_equal(weft_spawn_batch(rt, jobs, (size_t)n, &c), 0);
   assert_int_equal(weft_counter_wait(&c, 0), 0);
-  assert_int_equal(atomic_load(&leaves), 400);
+  assert_int_equal(atomic_load(&leaves), n * per);
   assert_true(weft_stats(rt, &st) >= 0);
-  assert_int_equal(st.jobs_run, 500);
+  assert_int_equal(st.jobs_run, (uint64_t)(n + n * per));
   assert_int_equal(st.fiber_switches, 0);
   assert_int_equal(st.fibers_created, 1);
   assert_int_equal(weft_runtime_destroy(rt), 0);
+  free(jobs);
   ASSERT_NO_CHECK_FAILED();
+}
+
+static void spawn_batch_nested_runs_inline(void** state) {
+  (void)state;
+  check_nested_inline(nest_job, 100, 4);
 }
 
 /* The same when the inner work is more than one range task: a batch
@@ -518,28 +524,8 @@ static void nest_wide_job(void* arg) {
 }
 
 static void spawn_batch_nested_wide_runs_inline(void** state) {
-  weft_runtime_t* rt = test_runtime(1);
-  weft_job_t outer[20];
-  weft_counter_t c;
-  weft_stats_t st;
-  int i;
   (void)state;
-
-  atomic_store(&leaves, 0);
-  for (i = 0; i < 20; i++) {
-    outer[i].fn = nest_wide_job;
-    outer[i].arg = NULL;
-  }
-  weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn_batch(rt, outer, 20, &c), 0);
-  assert_int_equal(weft_counter_wait(&c, 0), 0);
-  assert_int_equal(atomic_load(&leaves), 20 * 2108);
-  assert_true(weft_stats(rt, &st) >= 0);
-  assert_int_equal(st.jobs_run, 20 + 20 * 2108);
-  assert_int_equal(st.fiber_switches, 0);
-  assert_int_equal(st.fibers_created, 1);
-  assert_int_equal(weft_runtime_destroy(rt), 0);
-  ASSERT_NO_CHECK_FAILED();
+  check_nested_inline(nest_wide_job, 20, 2108);
 }
 
 /* ---- priorities ------------------------------------------------------------
