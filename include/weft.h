@@ -301,10 +301,14 @@ WEFT_EXTERN int weft_fls_get(unsigned slot, void** value);
 
 /* weft_parallel_for: calls fn on subranges covering [begin, end) in
  * parallel and returns when all are done. `grain` is the largest range
- * given to one call (=0: chosen from the size and worker count); ranges are
- * split in halves so that idle workers steal the largest pieces. From a job
- * it suspends while waiting; from a plain thread it blocks. Returns 0,
- * -EINVAL, -ENOMEM, -ESHUTDOWN. */
+ * given to one call (=0: weft chooses, by the size, the worker count and
+ * the time elements take). Ranges are split in halves so that idle workers
+ * steal the largest pieces, and only while the rest is worth a steal (a
+ * few microseconds, by the time elements took so far or took last time in
+ * the same fn): a small or cheap loop runs in the caller's fiber in a few
+ * calls. From a job it runs there and suspends while waiting for stolen
+ * pieces; from a plain thread it blocks. Returns 0, -EINVAL, -ENOMEM,
+ * -ESHUTDOWN. */
 WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
                                   size_t grain, weft_range_cb fn, void* arg);
 

@@ -479,6 +479,13 @@ typedef struct weft__sslot_s {
   WEFT__ALIGNED _Atomic uint32_t end;
 } weft__sslot_t;
 
+/* The last measured time of one element of a parallel-for body. */
+#define WEFT__PF_HINTS 8
+typedef struct weft__pf_hint_s {
+  weft_range_cb fn;
+  double ns_per;
+} weft__pf_hint_t;
+
 struct weft__worker_s {
   /* Owner-side hot fields. */
   weft_runtime_t* rt;
@@ -502,6 +509,9 @@ struct weft__worker_s {
    * or a fiber here waits (weft__worker_dec_flush). */
   weft__counter_t* dec_c;
   int64_t dec_n;
+  /* What an element of recent parallel-for bodies cost (parallel.c), by
+   * body; owner only. */
+  weft__pf_hint_t pf_hints[WEFT__PF_HINTS];
   weft__ctx_t native; /* the thread's own stack */
   weft__deque_t dq[WEFT__NPRIO];
   /* Jobs submitted from this worker / finished on it. Single writer (this

@@ -1,7 +1,9 @@
 /* test_parallel.c: weft_parallel_for covers every index exactly once, from
- * a plain thread and from a job, with automatic and explicit grains.
+ * a plain thread and from a job, with automatic and explicit grains; it
+ * splits a loop only when the rest is worth a steal, by time.
  */
 #include <string.h>
+#include <time.h>
 
 #include "test_util.h"
 
@@ -103,11 +105,198 @@ static void parallel_for_splits_lazily(void** state) {
   }
 }
 
+
+/* ---- splitting by cost -------------------------------------------------
+ * A loop splits off a half only when the rest is estimated to take
+ * WEFT__PF_SPLIT_NS (4 us) or more; the estimate is the time elements took
+ * so far, or what the body's elements took last time on this worker. A
+ * split shows as a job in the stats (the root runs on the caller's fiber).
+ */
+
+typedef struct {
+  size_t slow_from; /* elements from here on spin for slow_us */
+  unsigned slow_us;
+  atomic_int calls;
+  atomic_int elems;
+  atomic_uint workers; /* bit per worker that ran an element */
+} cost_arg_t;
+
+static void spin_us(unsigned us) {
+  struct timespec a;
+  struct timespec b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  do
+    clock_gettime(CLOCK_MONOTONIC, &b);
+  while ((b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000 <
+         (long)us);
+}
+
+static void cost_body(size_t begin, size_t end, void* arg) {
+  cost_arg_t* a = arg;
+  int w = weft_worker_id();
+  size_t i;
+  atomic_fetch_add(&a->calls, 1);
+  if (w >= 0 && w < 32)
+    atomic_fetch_or(&a->workers, 1u << w);
+  for (i = begin; i < end; i++) {
+    if (i >= a->slow_from)
+      spin_us(a->slow_us);
+    atomic_fetch_add_explicit(&a->elems, 1, memory_order_relaxed);
+  }
+}
+
+typedef struct {
+  weft_runtime_t* rt;
+  size_t n;
+  cost_arg_t* cost;
+  long splits; /* jobs run during the loop: its split-off halves */
+} cost_loop_t;
+
+static uint64_t jobs_run(weft_runtime_t* rt) {
+  weft_stats_t s;
+  CHECK(weft_stats(rt, &s) >= 0);
+  return s.jobs_run;
+}
+
+/* Runs the loop on the calling job's fiber; the job's own end is counted
+ * after we read the stats, so the difference is the halves alone. */
+static void cost_loop(cost_loop_t* l) {
+  uint64_t before = jobs_run(l->rt);
+  CHECK(weft_parallel_for(NULL, 0, l->n, 0, cost_body, l->cost) == 0);
+  l->splits = (long)(jobs_run(l->rt) - before);
+  CHECK(atomic_load(&l->cost->elems) == (int)l->n);
+}
+
+static void cost_loop_job(void* arg) {
+  cost_loop(arg);
+}
+
+static long run_cost_loop(weft_runtime_t* rt, size_t n, cost_arg_t* cost) {
+  cost_loop_t l = {rt, n, cost, 0};
+  weft_counter_t c;
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, cost_loop_job, &l, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+  return l.splits;
+}
+
+static void cost_init(cost_arg_t* a, size_t slow_from, unsigned slow_us) {
+  a->slow_from = slow_from;
+  a->slow_us = slow_us;
+  atomic_init(&a->calls, 0);
+  atomic_init(&a->elems, 0);
+  atomic_init(&a->workers, 0);
+}
+
+static bool test_slowed(void) {
+  const char* s = getenv("WEFT_VALGRIND");
+  return TEST_SANITIZED || (s != NULL && *s == '1');
+}
+
+/* Loops of 64 elements of a few ns split rarely, in a handful of calls
+ * each. Splitting whenever the queue is empty, as before, a loop split
+ * about six times and made one call per element (grain 1). Each loop's
+ * estimate can catch a preemption or the dynamic linker binding the body's
+ * calls (3 us for the first element here), so the bounds are totals over
+ * 20 loops; sanitizers and Valgrind slow the clock and the body enough to
+ * change the estimates, so there only the coverage is checked. */
+static void parallel_for_cheap_stays_whole(void** state) {
+  static const unsigned workers[] = {1, 2};
+  size_t k;
+  (void)state;
+  for (k = 0; k < 2; k++) {
+    weft_runtime_t* rt = test_runtime(workers[k]);
+    long splits = 0;
+    int calls = 0;
+    int i;
+    for (i = 0; i < 20; i++) {
+      cost_arg_t a;
+      cost_init(&a, SIZE_MAX, 0);
+      splits += run_cost_loop(rt, 64, &a);
+      calls += atomic_load(&a.calls);
+    }
+    if (!test_slowed()) {
+      if (splits > 10 || calls > 20 * 16)
+        fail_msg("%u workers: %ld splits, %d calls in 20 loops", workers[k],
+                 splits, calls);
+    }
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+}
+
+/* 8 elements of 300 us: split after the first, and with two workers both
+ * run some. Another process, or the placer thread loading the topology
+ * (runtime.c), can hold the second CPU for the whole loop: so up to five
+ * tries for both workers. */
+static void parallel_for_expensive_splits(void** state) {
+  static const unsigned workers[] = {1, 2};
+  size_t k;
+  (void)state;
+  for (k = 0; k < 2; k++) {
+    weft_runtime_t* rt = test_runtime(workers[k]);
+    unsigned both = 0;
+    int i;
+    for (i = 0; i < 5 && both != 3; i++) {
+      cost_arg_t a;
+      cost_init(&a, 0, 300);
+      assert_true(run_cost_loop(rt, 8, &a) >= 1);
+      both = atomic_load(&a.workers);
+    }
+    if (workers[k] == 2 && getenv("WEFT_VALGRIND") == NULL)
+      assert_int_equal(both, 3);
+    assert_int_equal(weft_runtime_destroy(rt), 0);
+  }
+}
+
+/* Cheap for 4 elements, then 300 us each: the estimate made on the cheap
+ * ones must not keep the expensive rest whole. */
+static void parallel_for_turns_expensive_splits(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  cost_arg_t a;
+  (void)state;
+  cost_init(&a, 4, 300);
+  assert_true(run_cost_loop(rt, 32, &a) >= 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+/* Two elements of 300 us: measured on the first, the rest (one element)
+ * cannot split. The same body again on the same worker knows its cost and
+ * splits before running anything. */
+static void two_loops_job(void* arg) {
+  cost_loop_t* l = arg;
+  cost_loop(&l[0]);
+  cost_loop(&l[1]);
+}
+
+static void parallel_for_remembers_cost(void** state) {
+  weft_runtime_t* rt = test_runtime(1);
+  cost_arg_t a[2];
+  cost_loop_t l[2];
+  weft_counter_t c;
+  (void)state;
+  cost_init(&a[0], 0, 300);
+  cost_init(&a[1], 0, 300);
+  l[0] = (cost_loop_t){rt, 2, &a[0], 0};
+  l[1] = (cost_loop_t){rt, 2, &a[1], 0};
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, two_loops_job, l, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+  assert_int_equal(l[0].splits, 0);
+  assert_int_equal(l[1].splits, 1);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(parallel_for_outside),
       cmocka_unit_test(parallel_for_from_job),
       cmocka_unit_test(parallel_for_splits_lazily),
+      cmocka_unit_test(parallel_for_cheap_stays_whole),
+      cmocka_unit_test(parallel_for_expensive_splits),
+      cmocka_unit_test(parallel_for_turns_expensive_splits),
+      cmocka_unit_test(parallel_for_remembers_cost),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
 }
