@@ -634,8 +634,11 @@ typedef struct weft__frange_s {
 /* Copies n >= 1 jobs (every fn checked) into blocks whose range tasks
  * (*ntasks of them, linked through task.next from *first to *last) run
  * them, decrementing c (or NULL) once per job. 0 or -ENOMEM. */
-int weft__range_make(const weft_job_t* jobs, size_t n, weft__counter_t* c,
-                     weft__task_t** first, weft__task_t** last, size_t* ntasks);
+int weft__range_make(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
+                     weft__counter_t* c, weft__task_t** first,
+                     weft__task_t** last, size_t* ntasks);
+/* Frees the blocks rt keeps for reuse (its workers are gone). */
+void weft__range_pool_free(weft_runtime_t* rt);
 /* Runs a range task on w's current fiber. */
 void weft__range_run(weft__worker_t* w, weft__range_t* r);
 /* The counter a range task's jobs decrement. */
@@ -736,6 +739,10 @@ struct weft_runtime_s {
   _Atomic(weft__fiber_t*) shared_pool;
   unsigned nshared;
   atomic_uint_fast64_t fibers_created;
+  /* Full-size job blocks kept for reuse (range.c). */
+  weft__spin_t blocks_lock;
+  struct weft__jobblock_s* blocks_free;
+  unsigned nblocks_free;
   /* Job record slabs (job.c): every chunk, and free batches. */
   weft__spin_t jobs_lock;
   void* job_chunks;

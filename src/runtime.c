@@ -127,6 +127,7 @@ static void workers_free(weft_runtime_t* rt) {
   free(rt->workers);
   rt->workers = NULL;
   weft__job_destroy_all(rt);
+  weft__range_pool_free(rt);
 }
 
 static int workers_alloc(weft_runtime_t* rt, unsigned n) {

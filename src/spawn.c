@@ -150,8 +150,8 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
     weft__idle_wake_early(rt); /* as in weft_spawn_ex */
   /* The jobs go out as a few range tasks (range.c), made before anything
    * is counted, so that a failure submits nothing. */
-  err = weft__range_make(jobs, n, counter != NULL ? cast(counter) : NULL, &list,
-                         &last, &ntasks);
+  err = weft__range_make(rt, jobs, n, counter != NULL ? cast(counter) : NULL,
+                         &list, &last, &ntasks);
   if (err != 0)
     return err;
   if (counter != NULL)

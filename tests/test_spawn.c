@@ -17,7 +17,7 @@ typedef struct {
   long first;
   long count;
   weft_counter_t* shared;
-  int use_batch;
+  int use_batch; /* 0: weft_spawn; 1: batches of 100; 2: of 100-2600 */
 } feeder_t;
 
 static void hit(void* arg) {
@@ -37,10 +37,16 @@ static void* feeder(void* arg) {
         atomic_fetch_add(&test_failures, 1);
     }
   } else {
-    weft_job_t jobs[100];
-    for (i = 0; i < f->count; i += 100) {
+    /* Batch sizes around the block's (1024 jobs): small, pooled partial
+     * (over half a block), full, and several blocks. */
+    static const long sizes[] = {100, 600, 1024, 1500, 2600, 1000};
+    weft_job_t jobs[2600];
+    long m;
+    for (i = 0; i < f->count; i += m) {
       long k;
-      long m = f->count - i < 100 ? f->count - i : 100;
+      m = f->use_batch == 1 ? 100 : sizes[(i / 100) % 6];
+      if (m > f->count - i)
+        m = f->count - i;
       for (k = 0; k < m; k++) {
         jobs[k].fn = hit;
         jobs[k].arg = &f->hits[f->first + i + k];
@@ -96,6 +102,17 @@ static void spawn_1m_from_4_threads(void** state) {
 static void spawn_batch_from_4_threads(void** state) {
   (void)state;
   run_feeders(2, test_size(1000000), 1);
+}
+
+/* Batches of up to 2.6 blocks: full-size blocks go back to the runtime's
+ * pool when their last range ends and come out again for later batches,
+ * from any thread; no job may run twice or be lost by a block reused too
+ * early (ASan also sees a use of a freed one). */
+static void spawn_batch_blocks_reused(void** state) {
+  size_t k;
+  (void)state;
+  for (k = 0; k < TEST_NWORKER_COUNTS; k++)
+    run_feeders(test_worker_counts[k], test_size(2000000), 2);
 }
 
 /* ---- batches from a job -------------------------------------------------- */
@@ -702,6 +719,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(spawn_1m_from_4_threads),
       cmocka_unit_test(spawn_batch_from_4_threads),
+      cmocka_unit_test(spawn_batch_blocks_reused),
       cmocka_unit_test(spawn_batch_from_job),
       cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
       cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
