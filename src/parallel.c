@@ -19,18 +19,22 @@
 #ifndef WEFT__PF_SPLIT_NS
 #define WEFT__PF_SPLIT_NS 4000.0
 #endif
-/* With a chosen grain, the shortest piece run in one call: a look at the
- * queue between pieces is then at most this late. */
-#ifndef WEFT__PF_PIECE_NS
-#define WEFT__PF_PIECE_NS 500.0
+/* The time between looks at the clock and at our queue, once the
+ * elements' cost is known: a clock read costs 20-30 ns here. */
+#ifndef WEFT__PF_WINDOW_NS
+#define WEFT__PF_WINDOW_NS 1000.0
 #endif
-/* The shortest run of elements whose time is taken as theirs: a clock
- * read costs 20-30 ns here, as much as a cheap element. */
-#ifndef WEFT__PF_MEASURE_NS
-#define WEFT__PF_MEASURE_NS 1000
+/* The shortest window whose time is taken as its elements' cost: below
+ * it the clock's own cost would count for too much. */
+#ifndef WEFT__PF_TRUST_NS
+#define WEFT__PF_TRUST_NS 250
 #endif
-/* Range records on the caller's stack; more come from the heap. */
-#define WEFT__PF_LOCAL 16
+#ifndef WEFT__PF_WHOLE
+#define WEFT__PF_WHOLE 8
+#endif
+/* Range records in the pf_t (on the caller's stack); more come in chunks
+ * from the heap. */
+#define WEFT__PF_LOCAL 8
 
 typedef struct pf_s pf_t;
 
@@ -38,19 +42,27 @@ typedef struct {
   pf_t* pf;
   size_t begin;
   size_t end;
-  double ns_per; /* the splitter's estimate of one element, ns */
+  double ns_per; /* the splitter's measure of one element, ns (0: none) */
 } pf_range_t;
+
+/* Records [base, base + n) beyond the local ones; chunks double in size,
+ * so a loop with k splits makes O(log k) of them. */
+typedef struct pf_chunk_s {
+  _Atomic(struct pf_chunk_s*) next;
+  size_t base;
+  size_t n;
+  pf_range_t rec[];
+} pf_chunk_t;
 
 struct pf_s {
   weft_range_cb fn;
   void* arg;
-  size_t grain; /* the largest piece, or with `chosen` the smallest */
+  size_t grain; /* the largest call, or with `chosen` the smallest */
   bool chosen;  /* the caller passed grain 0 */
   weft_runtime_t* rt;
   weft_counter_t done;
   atomic_size_t next; /* records claimed */
-  size_t cap;
-  _Atomic(pf_range_t*) heap; /* records WEFT__PF_LOCAL.., made on demand */
+  _Atomic(pf_chunk_t*) chunks;
   pf_range_t local[WEFT__PF_LOCAL];
 };
 
@@ -60,49 +72,49 @@ static uint64_t pf_now(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Record k, or NULL (k past the bound, or out of memory: the caller then
- * runs the rest itself). */
+/* Record k, or NULL (out of memory: the caller stops splitting). A chunk
+ * is linked by CAS on its predecessor's `next` (or `chunks`): acq_rel, and
+ * acquire on the loads, so a chunk's base and size come with its pointer;
+ * a splitter that loses the race frees its own and follows the winner. */
 static pf_range_t* pf_record(pf_t* pf, size_t k) {
-  pf_range_t* heap;
-  pf_range_t* fresh;
+  _Atomic(pf_chunk_t*)* link = &pf->chunks;
+  size_t base = WEFT__PF_LOCAL;
+  size_t n = WEFT__PF_LOCAL;
+
   if (k < WEFT__PF_LOCAL)
     return &pf->local[k];
-  if (k >= pf->cap)
-    return NULL;
-  /* Acquire pairs with the release of the CAS below: records of a heap
-   * another splitter made are ours to write only after its malloc. */
-  heap = atomic_load_explicit(&pf->heap, memory_order_acquire);
-  if (heap == NULL) {
-    fresh = malloc((pf->cap - WEFT__PF_LOCAL) * sizeof(*fresh));
-    if (fresh == NULL)
-      return NULL;
-    if (atomic_compare_exchange_strong_explicit(&pf->heap, &heap, fresh,
-                                                memory_order_acq_rel,
-                                                memory_order_acquire))
-      heap = fresh;
-    else
-      free(fresh); /* another splitter's heap won; heap holds it */
+  for (;;) {
+    pf_chunk_t* c = atomic_load_explicit(link, memory_order_acquire);
+    if (c == NULL) {
+      pf_chunk_t* fresh = malloc(sizeof(*fresh) + n * sizeof(fresh->rec[0]));
+      if (fresh == NULL)
+        return NULL;
+      atomic_init(&fresh->next, NULL);
+      fresh->base = base;
+      fresh->n = n;
+      if (atomic_compare_exchange_strong_explicit(
+              link, &c, fresh, memory_order_acq_rel, memory_order_acquire))
+        c = fresh;
+      else
+        free(fresh); /* c is the winner's */
+    }
+    if (k < c->base + c->n)
+      return &c->rec[k - c->base];
+    base = c->base + c->n;
+    n = c->n * 2;
+    link = &c->next;
   }
-  return &heap[k - WEFT__PF_LOCAL];
 }
 
 static void pf_job(void* arg);
 
-/* The body's element cost as last measured on this worker (0: none). A
- * hint only: a wrong one costs what no hint would, as the first
- * measurement corrects it. So a loop whose body was seen to be expensive
- * splits before its first piece, and one seen to be cheap runs whole. */
+/* The body's element cost as last measured on this worker. A hint for the
+ * first split decisions only, so that a body seen to be expensive splits
+ * before its first piece and one seen to be cheap stays whole; the sizes
+ * of the calls come from the loop's own measures. */
 static weft__pf_hint_t* pf_hint(weft__worker_t* w, weft_range_cb fn) {
   uintptr_t h = (uintptr_t)fn;
   return &w->pf_hints[(h >> 4 ^ h >> 9) % WEFT__PF_HINTS];
-}
-
-/* How many elements to run in one call: the grain, and with a chosen
- * grain at least WEFT__PF_PIECE_NS worth of elements. */
-static size_t pf_piece(const pf_t* pf, double ns_per) {
-  if (pf->chosen && ns_per * (double)pf->grain < WEFT__PF_PIECE_NS)
-    return (size_t)(WEFT__PF_PIECE_NS / ns_per) + 1;
-  return pf->grain;
 }
 
 /* Remembers an element of pf's body as taking ns_per on this worker. */
@@ -112,88 +124,120 @@ static void pf_learn(const pf_t* pf, double ns_per) {
   h->ns_per = ns_per;
 }
 
+/* How many elements the next window should hold: WEFT__PF_WINDOW_NS worth
+ * by the estimate, else twice the last window; and never more than a
+ * quarter of the rest (or WEFT__PF_WHOLE elements), so that elements
+ * turning expensive run at most that before a look at the clock. */
+static size_t pf_window(double ns_per, size_t last, size_t rest) {
+  size_t want;
+  size_t most = rest / 8 > WEFT__PF_WHOLE ? rest / 8 : WEFT__PF_WHOLE;
+  if (ns_per <= 0.0)
+    want = 2 * last;
+  else if (ns_per * (double)rest <= WEFT__PF_WINDOW_NS)
+    want = rest;
+  else
+    want = (size_t)(WEFT__PF_WINDOW_NS / ns_per) + 1;
+  if (want > most)
+    want = most;
+  return want > 0 ? want : 1;
+}
+
 /* Runs [begin, end) of pf, splitting off upper halves for thieves.
  *
  * Lazy binary splitting (Tzannes, Caragea, Barua and Vishkin, PPoPP 2010):
  * a range splits off its upper half only while its own queue is empty,
  * that is, while no earlier half is still waiting to be stolen; otherwise
- * it runs the next piece itself and looks again. So a range splits about
- * as often as idle workers come for work.
+ * it runs the next elements itself and looks again. So a range splits
+ * about as often as idle workers come for work.
  *
- * And only while the rest is worth it: ns_per is the time an element takes
- * and a rest under WEFT__PF_SPLIT_NS stays here. It starts as the
- * splitter's figure, or this worker's last for the body; then it is ours,
- * measured after 1, 2, 4, ... elements (so the clock costs nothing next to
- * the work) once they took WEFT__PF_MEASURE_NS, and counted afresh after
- * each split (a spawn, perhaps a wake-up, is not the elements' time). The
- * run's last figure is the body's next hint. With a chosen grain (the
- * caller passed 0) a call runs about WEFT__PF_PIECE_NS of elements: a cheap
- * loop costs a few calls, not one per element, and one that turns
- * expensive splits a piece later. */
+ * And only while the rest is worth it: a rest estimated under
+ * WEFT__PF_SPLIT_NS stays here. The estimate is the time an element took
+ * in the last window (a run of calls between two clock reads) that lasted
+ * WEFT__PF_TRUST_NS; before there is one, the splitter's, else this
+ * worker's last for the body. A window starts at one element and grows
+ * (pf_window); a split closes it (the spawn, perhaps a wake-up, is not the
+ * elements' time). With a chosen grain (the caller passed 0) a window is
+ * one call; otherwise calls are `grain` long. The run's own figure is the
+ * body's next hint. */
 static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
+  double total_ns = 0.0; /* the elements' time, for the hint */
+  size_t total = 0;
+  bool can_split = true;
   uint64_t t0;
-  size_t ran = 0;   /* elements run since t0 */
-  size_t check = 1; /* measure when ran reaches it */
-  size_t piece;
+  size_t win = 0; /* elements run in the window since t0 */
+  size_t want = 1;
 
   if (ns_per <= 0.0) {
     weft__pf_hint_t* h = pf_hint(weft__worker_current(), pf->fn);
     if (h->fn == pf->fn)
       ns_per = h->ns_per;
   }
-  piece = ns_per > 0.0 ? pf_piece(pf, ns_per) : pf->grain;
+  want = pf_window(ns_per, 0, end - begin);
   t0 = pf_now();
   while (end - begin > pf->grain) {
-    /* Unknown cost (0): run a piece and measure it first. Our queue is
-     * the deque and the spawn stream both: after 16 splits our halves go
-     * to the stream (range.c). */
-    if ((double)(end - begin) * ns_per >= WEFT__PF_SPLIT_NS &&
+    size_t n;
+    /* Our queue is the deque and the spawn stream both: after 16 splits
+     * our halves go to the stream (range.c). */
+    if (can_split &&
+        (ns_per <= 0.0 ||
+         (double)(end - begin) * ns_per >= WEFT__PF_SPLIT_NS) &&
         weft__worker_own_empty(weft__worker_current())) {
       size_t mid = begin + (end - begin) / 2;
+      uint64_t now = pf_now();
       /* Relaxed: the index is only a claim; the record is handed to the
        * job by the spawn's publication. */
       pf_range_t* half = pf_record(
           pf, atomic_fetch_add_explicit(&pf->next, 1, memory_order_relaxed));
-      if (half == NULL)
-        break; /* cannot split further: do the whole rest here */
-      half->pf = pf;
-      half->begin = mid;
-      half->end = end;
-      half->ns_per = ns_per;
-      if (weft_spawn(pf->rt, pf_job, half, &pf->done) != 0)
-        break;
-      /* The spawn's look for a sleeper to wake is unfenced and can miss
-       * one going to sleep; the half is worth a steal, and we are about
-       * to be busy for a while: look again with the fence. */
-      weft__idle_notify(pf->rt);
-      end = mid;
+      total_ns += (double)(now - t0);
+      total += win;
+      if (half != NULL) {
+        half->pf = pf;
+        half->begin = mid;
+        half->end = end;
+        half->ns_per = ns_per;
+      }
+      if (half == NULL || weft_spawn(pf->rt, pf_job, half, &pf->done) != 0) {
+        can_split = false; /* the rest runs here, still in grains */
+      } else {
+        /* The spawn's look for a sleeper to wake is unfenced and can miss
+         * one going to sleep; the half is worth a steal, and we are about
+         * to be busy for a while: look again with the fence. */
+        weft__idle_notify(pf->rt);
+        end = mid;
+      }
       t0 = pf_now();
-      ran = 0;
-      check = 1;
+      win = 0;
+      want = pf_window(ns_per, want / 2, end - begin);
       continue;
     }
-    if (piece > end - begin)
-      piece = end - begin;
-    pf->fn(begin, begin + piece, pf->arg);
-    begin += piece;
-    ran += piece;
-    if (ran >= check) {
-      uint64_t took = pf_now() - t0;
-      check = 2 * ran;
-      if (took >= WEFT__PF_MEASURE_NS) {
-        ns_per = (double)took / (double)ran;
-        piece = pf_piece(pf, ns_per);
-      } else if (pf->chosen && piece < ran) {
-        piece = ran; /* too short to tell from the clock's own cost */
+    n = pf->chosen ? want - win : pf->grain;
+    if (pf->chosen && n < pf->grain)
+      n = pf->grain; /* the chosen grain is the smallest call */
+    if (n > end - begin)
+      n = end - begin;
+    pf->fn(begin, begin + n, pf->arg);
+    begin += n;
+    win += n;
+    if (win >= want) {
+      uint64_t now = pf_now();
+      double took = (double)(now - t0);
+      total_ns += took;
+      total += win;
+      if (took >= WEFT__PF_TRUST_NS) {
+        ns_per = took / (double)win;
       }
+      want = pf_window(ns_per, win, end - begin);
+      t0 = now;
+      win = 0;
     }
   }
   if (begin < end) {
     pf->fn(begin, end, pf->arg);
-    ran += end - begin;
+    win += end - begin;
   }
-  if (ran > 0)
-    pf_learn(pf, (double)(pf_now() - t0) / (double)ran);
+  total_ns += (double)(pf_now() - t0);
+  total += win;
+  pf_learn(pf, total_ns / (double)total);
 }
 
 static void pf_job(void* arg) {
@@ -204,6 +248,7 @@ static void pf_job(void* arg) {
 int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
                       size_t grain, weft_range_cb fn, void* arg) {
   weft__worker_t* w = weft__worker_current();
+  pf_chunk_t* c;
   pf_t pf;
   size_t n;
   int err;
@@ -233,16 +278,12 @@ int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
   pf.arg = arg;
   pf.grain = grain;
   pf.rt = rt;
-  /* Each split makes a record for an upper half of more than grain / 2
-   * elements, disjoint from every other record's: fewer than 2n/grain
-   * records, and one more for a root spawned from a plain thread. */
-  pf.cap = 2 * (n / grain) + 3;
   atomic_init(&pf.next, 0);
-  atomic_init(&pf.heap, NULL);
+  atomic_init(&pf.chunks, NULL);
   weft_counter_init(&pf.done, 0);
   if (w != NULL && w->current != NULL && w->rt == rt) {
     /* From a job: the root is ours to run, with no spawn or wake-up, so a
-     * loop too small to split costs a call. */
+     * loop too small to split costs a few calls. */
     pf_run(&pf, begin, end, 0.0);
   } else {
     pf_range_t* root = pf_record(&pf, 0);
@@ -256,7 +297,12 @@ int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
   if (err == 0)
     err = weft_counter_wait(&pf.done, 0);
   /* Relaxed: the wait's acquire ordered every job, and so every CAS of
-   * the heap pointer, before this load. */
-  free(atomic_load_explicit(&pf.heap, memory_order_relaxed));
+   * the chunk links, before these loads. */
+  c = atomic_load_explicit(&pf.chunks, memory_order_relaxed);
+  while (c != NULL) {
+    pf_chunk_t* next = atomic_load_explicit(&c->next, memory_order_relaxed);
+    free(c);
+    c = next;
+  }
   return err;
 }
