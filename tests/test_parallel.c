@@ -217,8 +217,6 @@ static void parallel_for_cheap_stays_whole(void** state) {
       calls += atomic_load(&a.calls);
     }
     if (!test_slowed()) {
-      fprintf(stderr, "DBG %u: %ld splits %d calls\n", workers[k], splits,
-              calls);
       if (splits > 20 || calls > 20 * 16)
         fail_msg("%u workers: %ld splits, %d calls in 20 loops", workers[k],
                  splits, calls);
