@@ -2,6 +2,7 @@
  * a plain thread and from a job, with automatic and explicit grains; it
  * splits a loop only when the rest is worth a steal, by time.
  */
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -305,6 +306,136 @@ static void parallel_for_remembers_cost(void** state) {
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
+/* ---- random nesting ------------------------------------------------------
+ * Loops of random sizes and grains from jobs of two runtimes and from a
+ * plain thread, whose bodies now and then suspend (spawn a job and wait
+ * for it), run a nested loop, or run a loop on the other runtime (a
+ * suspension too). Each index must be passed exactly once, and with a
+ * given grain in calls of at most that many. Splits, estimates and hints
+ * all see fibers move between workers in the middle of a loop. */
+
+typedef struct {
+  weft_runtime_t* rt[2];
+  atomic_int bad;
+} nest_t;
+
+typedef struct {
+  nest_t* n;
+  size_t begin;
+  size_t grain;
+  atomic_uchar* hits;
+  unsigned depth;
+  unsigned seed;
+} nest_loop_t;
+
+static void nest_run(nest_t* n, weft_runtime_t* rt, size_t begin, size_t len,
+                     size_t grain, unsigned depth, unsigned seed);
+
+static unsigned nest_rand(unsigned* s) {
+  *s = *s * 1103515245u + 12345u;
+  return *s >> 8;
+}
+
+static void nest_nop(void* arg) {
+  (void)arg;
+}
+
+static void nest_body(size_t begin, size_t end, void* arg) {
+  nest_loop_t* l = arg;
+  size_t i;
+  if (l->grain != 0 && end - begin > l->grain)
+    atomic_fetch_add(&l->n->bad, 1);
+  for (i = begin; i < end; i++) {
+    unsigned r = (unsigned)i * 2654435761u ^ l->seed;
+    if (atomic_fetch_add(&l->hits[i - l->begin], 1) != 0)
+      atomic_fetch_add(&l->n->bad, 1);
+    if (l->depth >= 2 || r % 61 != 0)
+      continue;
+    switch (r >> 7 & 3) {
+      case 0: {
+        weft_counter_t c;
+        weft_counter_init(&c, 0);
+        if (weft_spawn(NULL, nest_nop, NULL, &c) != 0 ||
+            weft_counter_wait(&c, 0) != 0)
+          atomic_fetch_add(&l->n->bad, 1);
+        break;
+      }
+      case 1:
+      case 2:
+        nest_run(l->n, NULL, r % 40, r >> 12 & 255, r >> 20 & 1 ? 0 : r % 5 + 1,
+                 l->depth + 1, r);
+        break;
+      default:
+        nest_run(l->n, l->n->rt[r >> 9 & 1], 7, r >> 12 & 127, 0, l->depth + 1,
+                 r);
+    }
+  }
+}
+
+static void nest_run(nest_t* n, weft_runtime_t* rt, size_t begin, size_t len,
+                     size_t grain, unsigned depth, unsigned seed) {
+  nest_loop_t l = {n, begin, grain, calloc(len + 1, 1), depth, seed};
+  size_t i;
+  if (l.hits == NULL ||
+      weft_parallel_for(rt, begin, begin + len, grain, nest_body, &l) != 0)
+    atomic_fetch_add(&n->bad, 1);
+  for (i = 0; l.hits != NULL && i < len; i++)
+    if (l.hits[i] != 1)
+      atomic_fetch_add(&n->bad, 1);
+  free(l.hits);
+}
+
+typedef struct {
+  nest_t* n;
+  weft_runtime_t* rt; /* NULL: the job's own */
+  unsigned seed;
+  long loops;
+} nest_driver_t;
+
+static void nest_drive(nest_driver_t* d) {
+  long i;
+  for (i = 0; i < d->loops; i++) {
+    unsigned r = nest_rand(&d->seed);
+    nest_run(d->n, d->rt, r % 100, r >> 4 & 4095,
+             r >> 16 & 1 ? 0 : (r >> 17) % 16 + 1, 0, r);
+  }
+}
+
+static void nest_job(void* arg) {
+  nest_drive(arg);
+}
+
+static void* nest_thread(void* arg) {
+  nest_drive(arg);
+  return NULL;
+}
+
+static void parallel_for_random_nesting(void** state) {
+  nest_t n;
+  nest_driver_t d[4];
+  weft_counter_t c;
+  pthread_t th;
+  long loops = test_size(300);
+  int i;
+  (void)state;
+  n.rt[0] = test_runtime(2);
+  n.rt[1] = test_runtime(3);
+  atomic_init(&n.bad, 0);
+  weft_counter_init(&c, 0);
+  for (i = 0; i < 4; i++)
+    d[i] = (nest_driver_t){&n, i == 3 ? n.rt[1] : NULL, 17u * (unsigned)i + 1,
+                           loops};
+  assert_int_equal(weft_spawn(n.rt[0], nest_job, &d[0], &c), 0);
+  assert_int_equal(weft_spawn(n.rt[0], nest_job, &d[1], &c), 0);
+  assert_int_equal(weft_spawn(n.rt[1], nest_job, &d[2], &c), 0);
+  assert_int_equal(pthread_create(&th, NULL, nest_thread, &d[3]), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(atomic_load(&n.bad), 0);
+  assert_int_equal(weft_runtime_destroy(n.rt[0]), 0);
+  assert_int_equal(weft_runtime_destroy(n.rt[1]), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(parallel_for_outside),
@@ -314,6 +445,7 @@ int main(void) {
       cmocka_unit_test(parallel_for_expensive_splits),
       cmocka_unit_test(parallel_for_turns_expensive_splits),
       cmocka_unit_test(parallel_for_remembers_cost),
+      cmocka_unit_test(parallel_for_random_nesting),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
 }
