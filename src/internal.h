@@ -748,6 +748,10 @@ struct weft_runtime_s {
   void* job_chunks;
   /* Atomic only so an unlocked emptiness check is well defined. */
   _Atomic(weft__job_t*) job_batches;
+  /* Threads outside the runtime (plain threads, other runtimes' workers)
+   * between publishing a task here and their last touch of rt, such as a
+   * counter's decrement waking one of our fibers (worker.c). */
+  atomic_uint foreign;
   /* Quiescence: destroy/weft_run sleep on `quiet` until every job is done. */
   atomic_int want_quiet;
   atomic_uint quiet;

@@ -481,6 +481,11 @@ static void wait_quiet(weft_runtime_t* rt) {
 }
 
 static void runtime_free(weft_runtime_t* rt) {
+  /* Acquire pairs with ready_foreign's release decrement: a thread that
+   * woke one of our fibers from outside may still be waking a worker after
+   * that fiber's job, the last, finished. Briefly: a notify's length. */
+  while (atomic_load_explicit(&rt->foreign, memory_order_acquire) != 0)
+    sched_yield();
   if (rt->bridge_stop != NULL)
     rt->bridge_stop(rt->bridge);
   if (rt->bridge_free != NULL)

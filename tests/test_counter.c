@@ -333,6 +333,43 @@ static void counter_released_by_thread(void** state) {
   ASSERT_NO_CHECK_FAILED();
 }
 
+/* A fiber of runtime A waits on a counter that a job of runtime B
+ * releases, and A is destroyed as soon as its job is done while B lives
+ * on. B's worker, having readied the fiber into A, may still be waking one
+ * of A's workers when that fiber's job, A's last, ends: destroy must wait
+ * for it (TSan saw the race; ASan can see the use after free). */
+static void release_later(void* arg) {
+  struct timespec t0;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do /* let the fiber on A get to its wait first, mostly */
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  while ((t.tv_sec - t0.tv_sec) * 1000000000L + t.tv_nsec - t0.tv_nsec < 20000);
+  CHECK(weft_counter_add(arg, -1) == 0);
+}
+
+static void counter_released_by_other_runtime(void** state) {
+  weft_runtime_t* b = test_runtime(1);
+  long i;
+  (void)state;
+  for (i = 0; i < test_size(300); i++) {
+    weft_runtime_t* a = test_runtime(1 + (unsigned)(i & 1));
+    weft_counter_t gate;
+    weft_counter_t done;
+    weft_counter_t rel;
+    weft_counter_init(&gate, 1);
+    weft_counter_init(&done, 0);
+    weft_counter_init(&rel, 0);
+    assert_int_equal(weft_spawn(a, fiber_waits_for_thread, &gate, &done), 0);
+    assert_int_equal(weft_spawn(b, release_later, &gate, &rel), 0);
+    assert_int_equal(weft_counter_wait(&done, 0), 0);
+    assert_int_equal(weft_runtime_destroy(a), 0);
+    assert_int_equal(weft_counter_wait(&rel, 0), 0);
+  }
+  assert_int_equal(weft_runtime_destroy(b), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- workers apply a run of job ends on one counter as one decrement --- */
 
 typedef struct {
@@ -402,6 +439,7 @@ int main(void) {
       cmocka_unit_test(counter_lost_wakeup),
       cmocka_unit_test(counter_thread_waiters),
       cmocka_unit_test(counter_released_by_thread),
+      cmocka_unit_test(counter_released_by_other_runtime),
       cmocka_unit_test(counter_batched_decrements),
   };
   return cmocka_run_group_tests_name("counter", tests, NULL, NULL);
