@@ -501,6 +501,8 @@ struct weft__worker_s {
    * sslot, and the counter of the last spawns with their number in a row,
    * which decides when to open one. */
   struct weft__jobblock_s* sblk;
+  weft__counter_t* sblk_c; /* sblk's counter, and its jobs (for inline */
+  weft_job_t* sjobs;       /* spawns: weft__stream_slot) */
   weft__counter_t* stream_c;
   uint32_t stream_n;
   /* Decrements of counter dec_c by jobs this worker finished, not applied
@@ -676,11 +678,22 @@ static inline weft_job_t* weft__stream_slot(weft__worker_t* w,
     }
     if (++w->stream_n < WEFT__STREAM_AFTER)
       return NULL;
+  } else if (w->sblk_c == c) {
+    /* The open stream's next slot, if the block has one. Relaxed: only we
+     * write end. */
+    uint32_t end = atomic_load_explicit(&w->sslot.end, memory_order_relaxed);
+    if (WEFT__LIKELY(end < WEFT__BLOCK_JOBS))
+      return &w->sjobs[end];
   }
   return weft__stream_reserve(w, c);
 }
 /* Makes the job weft__stream_reserve gave visible. */
-void weft__stream_publish(weft__worker_t* w);
+static inline void weft__stream_publish(weft__worker_t* w) {
+  uint32_t end = atomic_load_explicit(&w->sslot.end, memory_order_relaxed);
+  /* Release: the job was written before; pairs with the acquire load of
+   * end in stream_span (range.c). */
+  atomic_store_explicit(&w->sslot.end, end + 1, memory_order_release);
+}
 /* The bottom half of w's own stream, as a range task; NULL if empty. */
 weft__task_t* weft__stream_take(weft__worker_t* w);
 /* The same from victim v's stream, for a thief. */

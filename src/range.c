@@ -377,15 +377,9 @@ weft_job_t* weft__stream_reserve(weft__worker_t* w, weft__counter_t* c) {
   atomic_store_explicit(&slot->blk, b, memory_order_relaxed);
   weft__spin_unlock(&slot->lock);
   w->sblk = b;
+  w->sblk_c = c;
+  w->sjobs = b->jobs;
   return &b->jobs[0];
-}
-
-void weft__stream_publish(weft__worker_t* w) {
-  weft__sslot_t* slot = &w->sslot;
-  uint32_t end = atomic_load_explicit(&slot->end, memory_order_relaxed);
-  /* Release: the job was written before; pairs with the acquire load of
-   * end in stream_span. */
-  atomic_store_explicit(&slot->end, end + 1, memory_order_release);
 }
 
 weft__task_t* weft__stream_take(weft__worker_t* w) {
@@ -437,6 +431,8 @@ void weft__stream_close(weft__worker_t* w) {
   atomic_store_explicit(&slot->blk, NULL, memory_order_relaxed);
   weft__spin_unlock(&slot->lock);
   w->sblk = NULL;
+  w->sblk_c = NULL;
+  w->sjobs = NULL;
   /* The jobs nobody started yet go on as one range (it holds b). */
   if (next < end)
     weft__worker_ready(w->rt, w, &range_at(b, next, end)->task);
