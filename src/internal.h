@@ -611,6 +611,11 @@ static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
 }
 /* Makes a task runnable from worker `w` (NULL: not on a worker). */
 void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w, weft__task_t* t);
+/* Publishes n tasks (first..last, linked) into rt's injection queue, or
+ * worker pin's mailbox (pin >= 0), from outside rt, and wakes a worker;
+ * counted in rt->foreign meanwhile (see worker.c). */
+void weft__inject_foreign(weft_runtime_t* rt, weft__task_t* first,
+                          weft__task_t* last, size_t n, int prio, int pin);
 
 /* ---- range.c: weft_spawn_batch's jobs, run in ranges ------------------- */
 

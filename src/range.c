@@ -57,6 +57,11 @@ static bool stream_visible(weft__sslot_t* slot);
  * as 64). The lock is taken once per block, not per job. */
 #define WEFT__BLOCK_POOL 16
 
+/* The bytes of a block for k jobs after its header: jobs, then records. */
+static size_t block_body_size(size_t k) {
+  return k * (sizeof(weft_job_t) + sizeof(weft__range_t));
+}
+
 static void block_drop(weft__jobblock_t* b) {
   weft_runtime_t* rt = b->rt;
   if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
@@ -68,6 +73,9 @@ static void block_drop(weft__jobblock_t* b) {
       b->next_free = rt->blocks_free;
       rt->blocks_free = b;
       rt->nblocks_free++;
+      /* ASan: a use of a pooled block's jobs or records is a use after
+       * free, as it would be after free(). */
+      weft__asan_poison(b->jobs, block_body_size(WEFT__BLOCK_JOBS));
       b = NULL;
     }
     weft__spin_unlock(&rt->blocks_lock);
@@ -112,11 +120,12 @@ static weft__jobblock_t* block_new(weft_runtime_t* rt, size_t k,
     if (b != NULL) {
       rt->blocks_free = b->next_free;
       rt->nblocks_free--;
+      weft__asan_unpoison(b->jobs, block_body_size(WEFT__BLOCK_JOBS));
     }
     weft__spin_unlock(&rt->blocks_lock);
   }
   if (b == NULL) {
-    b = malloc(sizeof(*b) + k * (sizeof(b->jobs[0]) + sizeof(weft__range_t)));
+    b = malloc(sizeof(*b) + block_body_size(k));
     if (b == NULL)
       return NULL;
   }

@@ -520,6 +520,11 @@ int weft_runtime_destroy(weft_runtime_t* rt) {
   w = weft__worker_current();
   if (w != NULL && w->rt == rt)
     return -EDEADLK;
+  /* From a job of another runtime: the decrements our worker holds back
+   * may be what rt's last jobs wait for, and this thread is about to
+   * block. */
+  if (w != NULL)
+    weft__worker_dec_flush(w);
   /* A bridge first: it cancels the I/O fibers wait on, so they finish. */
   if (rt->bridge_stop != NULL)
     rt->bridge_stop(rt->bridge);

@@ -62,6 +62,7 @@ void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom,
 void __sanitizer_finish_switch_fiber(void* fake_stack_save,
                                      const void** bottom_old, size_t* size_old);
 void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
+void __asan_poison_memory_region(void const volatile* addr, size_t size);
 #endif
 #if WEFT__TSAN
 void* __tsan_get_current_fiber(void);
@@ -106,6 +107,17 @@ static inline void weft__asan_finish_switch(void* fake_stack_save,
 static inline void weft__asan_unpoison(const void* p, size_t size) {
 #if WEFT__ASAN
   __asan_unpoison_memory_region(p, size);
+#else
+  (void)p;
+  (void)size;
+#endif
+}
+
+/* ASan: marks memory weft keeps for reuse (a pooled job block) as not to
+ * be touched until it is handed out again (weft__asan_unpoison). */
+static inline void weft__asan_poison(const void* p, size_t size) {
+#if WEFT__ASAN
+  __asan_poison_memory_region(p, size);
 #else
   (void)p;
   (void)size;

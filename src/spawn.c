@@ -159,8 +159,7 @@ int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,
   count_submitted(rt, w, n);
 
   if (w == NULL) {
-    weft__inject_push(&rt->inject, list, last, ntasks, WEFT_PRIORITY_NORMAL);
-    weft__idle_notify(rt);
+    weft__inject_foreign(rt, list, last, ntasks, WEFT_PRIORITY_NORMAL, -1);
     return 0;
   }
   if (ntasks == 1) {

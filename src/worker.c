@@ -63,25 +63,23 @@ static void bump(atomic_uint_fast64_t* a) {
                         memory_order_relaxed);
 }
 
-/* Publishes t into rt from outside it (a plain thread, or a worker of
- * another runtime: a counter's decrement waking a fiber of rt). Once t is
- * published it may run, finish the last job, and let rt's destroy go on
- * while we still wake a worker: so we count ourselves in rt->foreign,
- * which runtime_free waits to see at zero. Relaxed increment: it is
- * sequenced before the publication, whose release the destroyer's view of
- * the last completion comes after. Release decrement: pairs with
- * runtime_free's acquire load, so our last touch of rt comes before the
- * free. */
-static void ready_foreign(weft_runtime_t* rt, weft__task_t* t) {
-  int prio = t->prio;
-  int pin = t->pin;
-
+/* Publishes tasks into rt from outside it (a plain thread, or a worker
+ * of another runtime: a spawn, or a counter's decrement waking a fiber of
+ * rt). Once published they may run, finish rt's last job, and let its
+ * destroy go on while we still wake a worker: so we count ourselves in
+ * rt->foreign, which runtime_free waits to see at zero. Relaxed
+ * increment: it is sequenced before the publication, whose release the
+ * destroyer's view of the last completion comes after. Release decrement:
+ * pairs with runtime_free's acquire load, so our last touch of rt comes
+ * before the free. */
+void weft__inject_foreign(weft_runtime_t* rt, weft__task_t* first,
+                          weft__task_t* last, size_t n, int prio, int pin) {
   atomic_fetch_add_explicit(&rt->foreign, 1, memory_order_relaxed);
   if (pin >= 0) {
-    weft__inject_push(&rt->workers[pin].mailbox, t, t, 1, prio);
+    weft__inject_push(&rt->workers[pin].mailbox, first, last, n, prio);
     weft__idle_notify_worker(rt, (unsigned)pin);
   } else {
-    weft__inject_push(&rt->inject, t, t, 1, prio);
+    weft__inject_push(&rt->inject, first, last, n, prio);
     weft__idle_notify(rt);
   }
   atomic_fetch_sub_explicit(&rt->foreign, 1, memory_order_release);
@@ -95,7 +93,7 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
   if (w == NULL && weft__batch_add(rt, t))
     return; /* published with the batch, by weft__batch_flush */
   if (w == NULL || w->rt != rt) {
-    ready_foreign(rt, t);
+    weft__inject_foreign(rt, t, t, 1, prio, pin);
     return;
   }
   /* Once published, t may run and be freed at once: use the copies. */

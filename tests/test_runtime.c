@@ -1,6 +1,7 @@
 /* test_runtime.c: runtime life cycle, weft_run, errors and bad arguments,
  * destroy with jobs in flight, stats.
  */
+#include <sched.h>
 #include <string.h>
 
 #include "test_util.h"
@@ -261,6 +262,63 @@ static void runtime_hwloc_env_untouched(void** state) {
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
+/* A job of runtime B destroys runtime A, whose last job waits until a
+ * counter is down to 1. The job before on the same B worker (a batch on
+ * that counter) already finished, but B's worker holds its decrement back
+ * (one RMW per run of jobs on a counter): destroy must apply it before
+ * blocking the worker's thread, or A's job never finishes (it hung). */
+typedef struct {
+  weft_runtime_t* a;
+  weft_counter_t g;
+  atomic_int go;
+  int destroyed;
+} cross_t;
+
+static cross_t* cross;
+
+static void cross_a_job(void* arg) {
+  (void)arg;
+  atomic_store(&cross->go, 1);
+  CHECK(weft_counter_wait(&cross->g, 1) == 0);
+}
+
+static void cross_blocker(void* arg) {
+  (void)arg;
+  while (!atomic_load(&cross->go))
+    sched_yield();
+}
+
+static void cross_first(void* arg) {
+  (void)arg;
+}
+
+static void cross_destroy_a(void* arg) {
+  (void)arg;
+  CHECK(weft_runtime_destroy(cross->a) == 0);
+  cross->destroyed = 1;
+}
+
+static void runtime_destroy_from_other_runtime(void** state) {
+  weft_runtime_t* b = test_runtime(1);
+  weft_job_t jobs[2] = {{cross_first, NULL}, {cross_destroy_a, NULL}};
+  cross_t c;
+  (void)state;
+  cross = &c;
+  c.a = test_runtime(1);
+  weft_counter_init(&c.g, 0);
+  atomic_init(&c.go, 0);
+  c.destroyed = 0;
+  /* Both batch jobs queue behind the blocker on B's one worker, which
+   * waits until A's job runs. */
+  assert_int_equal(weft_spawn(b, cross_blocker, NULL, NULL), 0);
+  assert_int_equal(weft_spawn_batch(b, jobs, 2, &c.g), 0);
+  assert_int_equal(weft_spawn(c.a, cross_a_job, NULL, NULL), 0);
+  assert_int_equal(weft_counter_wait(&c.g, 0), 0);
+  assert_int_equal(c.destroyed, 1);
+  assert_int_equal(weft_runtime_destroy(b), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(runtime_create_defaults),
@@ -269,6 +327,7 @@ int main(void) {
       cmocka_unit_test(runtime_wrong_context),
       cmocka_unit_test(runtime_strerror),
       cmocka_unit_test(runtime_destroy_in_flight),
+      cmocka_unit_test(runtime_destroy_from_other_runtime),
       cmocka_unit_test(runtime_run),
       cmocka_unit_test(runtime_stats),
       cmocka_unit_test(runtime_spawn_after_destroy_start),

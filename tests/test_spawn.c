@@ -115,6 +115,61 @@ static void spawn_batch_blocks_reused(void** state) {
     run_feeders(test_worker_counts[k], test_size(2000000), 2);
 }
 
+/* ---- a batch from outside, then destroy at once -------------------------
+ * A job of runtime B, or a plain thread, spawns a batch into runtime A and
+ * the main thread destroys A as soon as the batch's counter is down. The
+ * submitter may still be waking one of A's workers after the job it
+ * published finished: destroy waits for it (TSan saw the race). */
+
+typedef struct {
+  weft_runtime_t* a;
+  weft_counter_t ran; /* 1 until the batch's job runs */
+} outside_t;
+
+static void outside_leaf(void* arg) {
+  outside_t* o = arg;
+  CHECK(weft_counter_add(&o->ran, -1) == 0);
+}
+
+static void outside_submit(void* arg) {
+  outside_t* o = arg;
+  weft_job_t job = {outside_leaf, o};
+  CHECK(weft_spawn_batch(o->a, &job, 1, NULL) == 0);
+}
+
+static void* outside_thread(void* arg) {
+  outside_submit(arg);
+  return NULL;
+}
+
+static void spawn_batch_outside_then_destroy(void** state) {
+  weft_runtime_t* b = test_runtime(1);
+  long i;
+  (void)state;
+  for (i = 0; i < test_size(200); i++) {
+    weft_counter_t sub;
+    outside_t o;
+    pthread_t th;
+    o.a = test_runtime(1);
+    weft_counter_init(&o.ran, 1);
+    weft_counter_init(&sub, 0);
+    if (i & 1)
+      assert_int_equal(weft_spawn(b, outside_submit, &o, &sub), 0);
+    else
+      assert_int_equal(pthread_create(&th, NULL, outside_thread, &o), 0);
+    /* The batch's job ran (destroy waits for it to end): the submitter
+     * may still be inside weft_spawn_batch. */
+    assert_int_equal(weft_counter_wait(&o.ran, 0), 0);
+    assert_int_equal(weft_runtime_destroy(o.a), 0);
+    if (i & 1)
+      assert_int_equal(weft_counter_wait(&sub, 0), 0);
+    else
+      pthread_join(th, NULL);
+  }
+  assert_int_equal(weft_runtime_destroy(b), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 /* ---- batches from a job -------------------------------------------------- */
 
 static void batch_parent(void* arg) {
@@ -720,6 +775,7 @@ int main(void) {
       cmocka_unit_test(spawn_1m_from_4_threads),
       cmocka_unit_test(spawn_batch_from_4_threads),
       cmocka_unit_test(spawn_batch_blocks_reused),
+      cmocka_unit_test(spawn_batch_outside_then_destroy),
       cmocka_unit_test(spawn_batch_from_job),
       cmocka_unit_test(spawn_batch_jobs_wait_on_later_ones),
       cmocka_unit_test(spawn_batch_jobs_run_side_by_side),
