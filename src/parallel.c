@@ -115,10 +115,12 @@ static pf_range_t* pf_record(pf_t* pf, size_t k) {
 
 static void pf_job(void* arg);
 
-/* The body's element cost as last measured on this worker. A hint for the
- * first split decisions only, so that a body seen to be expensive splits
- * before its first piece and one seen to be cheap stays whole; the sizes
- * of the calls come from the loop's own measures. */
+/* The body's element cost as last measured on this worker: the loop's
+ * estimate until its first window is measured. So a body seen to be
+ * expensive splits before its first call, and one seen to be cheap stays
+ * whole and starts with a window of its size (at most an eighth of the
+ * rest, so a wrong hint, say the same function on other work, costs
+ * little). */
 static weft__pf_hint_t* pf_hint(weft__worker_t* w, weft_range_cb fn) {
   uintptr_t h = (uintptr_t)fn;
   return &w->pf_hints[(h >> 4 ^ h >> 9) % WEFT__PF_HINTS];
@@ -232,9 +234,8 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
       double took = (double)(now - t0);
       total_ns += took;
       total += win;
-      if (took >= WEFT__PF_TRUST_NS) {
+      if (took >= WEFT__PF_TRUST_NS)
         ns_per = took / (double)win;
-      }
       want = pf_window(ns_per, win, end - begin);
       t0 = now;
       win = 0;
