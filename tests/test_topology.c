@@ -675,7 +675,12 @@ static void topology_placed_after_start(void** state) {
   fork_child(placed_later_child, cores, "placed_later_child");
   fork_child(never_child, 0, "placed_never_child");
   fork_child(run_child, 0, "placed_run_child");
-  fork_child(fork_exit, 0, "fork_exit_child");
+  /* Under ASan, LeakSanitizer's own check at exit hangs now and then in
+   * a child forked from a process with threads (6 of 30 runs here; none
+   * of 30 with detect_leaks=0), so the grandchild's exit() is checked by
+   * the release, TSan and Valgrind runs only. */
+  if (!TEST_ASAN)
+    fork_child(fork_exit, 0, "fork_exit_child");
   fork_child(narrow_starter_child, cores, "narrow_starter_child");
 }
 

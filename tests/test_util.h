@@ -28,6 +28,16 @@
 #define TEST_SANITIZED 1
 #endif
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
 #ifndef TEST_SANITIZED
 #define TEST_SANITIZED 0
 #endif
