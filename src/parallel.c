@@ -116,11 +116,10 @@ static pf_range_t* pf_record(pf_t* pf, size_t k) {
 static void pf_job(void* arg);
 
 /* The body's element cost as last measured on this worker: the loop's
- * estimate until its first window is measured. So a body seen to be
- * expensive splits before its first call, and one seen to be cheap stays
- * whole and starts with a window of its size (at most an eighth of the
- * rest, so a wrong hint, say the same function on other work, costs
- * little). */
+ * estimate until its first window (one element) is measured. So a body
+ * seen to be expensive splits before its first call, and one seen to be
+ * cheap stays whole; a wrong hint (say, the same function on other work)
+ * costs one element's time before the clock corrects it. */
 static weft__pf_hint_t* pf_hint(weft__worker_t* w, weft_range_cb fn) {
   uintptr_t h = (uintptr_t)fn;
   return &w->pf_hints[(h >> 4 ^ h >> 9) % WEFT__PF_HINTS];
@@ -178,12 +177,17 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
   size_t win = 0; /* elements run in the window since t0 */
   size_t want = 1;
 
-  if (ns_per <= 0.0) {
+  if (ns_per > 0.0) {
+    want = pf_window(ns_per, 0, end - begin); /* the splitter's figure */
+  } else {
+    /* A hint decides the first split, but the first window is one
+     * element: the same function may be doing dearer work this time, and
+     * a window sized by a cheap hint could hold all of a small loop. */
     weft__pf_hint_t* h = pf_hint(weft__worker_current(), pf->fn);
     if (h->fn == pf->fn)
       ns_per = h->ns_per;
+    want = 1;
   }
-  want = pf_window(ns_per, 0, end - begin);
   t0 = pf_now();
   while (end - begin > pf->grain) {
     size_t n;
@@ -236,6 +240,11 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
       total += win;
       if (took >= WEFT__PF_TRUST_NS)
         ns_per = took / (double)win;
+      else if (ns_per * (double)win > WEFT__PF_TRUST_NS)
+        /* Too short to trust, but a bound: a higher estimate (a hint, or
+         * the splitter's figure, from dearer elements) would keep every
+         * window this short, and never be corrected. */
+        ns_per = WEFT__PF_TRUST_NS / (double)win;
       want = pf_window(ns_per, win, end - begin);
       t0 = now;
       win = 0;
