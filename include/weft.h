@@ -124,6 +124,16 @@ typedef struct weft_config_s {
    * first use (=WEFT_STACK_PREFAULT_NONE; WEFT_STACK_PREFAULT=none|page|all
    * overrides). */
   weft_stack_prefault_t stack_prefault;
+  /* The longest an idle worker keeps looking for work before it sleeps, in
+   * microseconds (=1000, at most 1000000). Waking a sleeping worker costs
+   * its waker a system call and the new work tens of microseconds on a
+   * virtual machine; a worker spinning (it yields its core to any thread
+   * that wants it) takes new work in about one. Each worker spins about
+   * twice as long as its recent idle gaps, between 30 us and this bound,
+   * so a pool fed every few hundred microseconds stays awake and one fed
+   * every few milliseconds sleeps after 30 us. 0: sleep after a few
+   * hundred nanoseconds of pausing. */
+  unsigned idle_spin_us;
 } weft_config_t;
 
 /* Job priorities: a worker takes queued high-priority work before normal,

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "weft.h"
 #include "context.h"
@@ -54,6 +55,13 @@ typedef struct weft__tlist_s {
   weft__task_t* head;
   weft__task_t* tail;
 } weft__tlist_t;
+
+/* CLOCK_MONOTONIC in nanoseconds (a vDSO call, ~20 ns here). */
+static inline uint64_t weft__clock_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* ---- lock.c: a small spinlock for short critical sections ------------- */
 
@@ -369,7 +377,10 @@ bool weft__idle_end_search(weft_runtime_t* rt, weft__worker_t* w);
  * injection queue and every deque. Racy hints. */
 bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
                              bool everywhere);
-/* Spins, then parks worker w until woken. Returns after a wake. */
+/* For a spinning worker: a waiting weft_runtime_destroy's check, which a
+ * parking worker makes in weft__idle_park. */
+void weft__idle_check_quiet(weft_runtime_t* rt);
+/* Parks worker w (it has spun already: worker.c) until woken. */
 void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w);
 
 /* ---- topology.c: hwloc placement ---------------------------------------*/
@@ -496,6 +507,8 @@ struct weft__worker_s {
   uint32_t tick;
   uint64_t rng;
   bool searching;
+  /* How long this worker spins for work before it parks (worker.c). */
+  uint64_t spin_ns;
   weft__jobpool_t jobs;
   /* A spawn stream (range.c): the open block of weft_spawn's jobs in
    * sslot, and the counter of the last spawns with their number in a row,

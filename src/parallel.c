@@ -73,12 +73,6 @@ struct pf_s {
   pf_range_t local[WEFT__PF_LOCAL];
 };
 
-static uint64_t pf_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Record k, or NULL (out of memory: the caller stops splitting). A chunk
  * is linked by CAS on its predecessor's `next` (or `chunks`): acq_rel, and
  * acquire on the loads, so a chunk's base and size come with its pointer;
@@ -188,7 +182,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
       ns_per = h->ns_per;
     want = 1;
   }
-  t0 = pf_now();
+  t0 = weft__clock_ns();
   while (end - begin > pf->grain) {
     size_t n;
     /* Our queue is the deque and the spawn stream both: after 16 splits
@@ -198,7 +192,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
          (double)(end - begin) * ns_per >= WEFT__PF_SPLIT_NS) &&
         weft__worker_own_empty(weft__worker_current())) {
       size_t mid = begin + (end - begin) / 2;
-      uint64_t now = pf_now();
+      uint64_t now = weft__clock_ns();
       /* Relaxed: the index is only a claim; the record is handed to the
        * job by the spawn's publication. */
       pf_range_t* half = pf_record(
@@ -220,7 +214,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
         weft__idle_notify(pf->rt);
         end = mid;
       }
-      t0 = pf_now();
+      t0 = weft__clock_ns();
       win = 0;
       want = pf_window(ns_per, want / 2, end - begin);
       continue;
@@ -234,7 +228,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
     begin += n;
     win += n;
     if (win >= want) {
-      uint64_t now = pf_now();
+      uint64_t now = weft__clock_ns();
       double took = (double)(now - t0);
       total_ns += took;
       total += win;
@@ -254,7 +248,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
     pf->fn(begin, end, pf->arg);
     win += end - begin;
   }
-  total_ns += (double)(pf_now() - t0);
+  total_ns += (double)(weft__clock_ns() - t0);
   total += win;
   pf_learn(pf, total_ns / (double)total);
 }

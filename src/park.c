@@ -244,6 +244,15 @@ bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
   return false;
 }
 
+void weft__idle_check_quiet(weft_runtime_t* rt) {
+  /* As in weft__idle_park: the fence pairs with the seq_cst store of
+   * want_quiet in wait_quiet (runtime.c); either the destroyer's collect
+   * sees our last completion, or we see want_quiet and collect. */
+  atomic_thread_fence(memory_order_seq_cst);
+  if (atomic_load_explicit(&rt->want_quiet, memory_order_acquire))
+    weft__runtime_check_quiet(rt);
+}
+
 void weft__idle_park(weft_runtime_t* rt, weft__worker_t* w) {
   weft__idle_t* idle = &rt->idle;
   bool last_searcher;

@@ -16,6 +16,7 @@
 
 #define WEFT__DEFAULT_STACK (512 * 1024)
 #define WEFT__DEFAULT_POOL 16
+#define WEFT__DEFAULT_SPIN_US 1000
 
 int weft_config_init(weft_config_t* cfg) {
   if (cfg == NULL)
@@ -28,6 +29,7 @@ int weft_config_init(weft_config_t* cfg) {
   cfg->placement = WEFT_PLACEMENT_CORE;
   cfg->huge_stacks = 0;
   cfg->stack_prefault = WEFT_STACK_PREFAULT_NONE;
+  cfg->idle_spin_us = WEFT__DEFAULT_SPIN_US;
   return 0;
 }
 
@@ -68,6 +70,8 @@ static int config_check(const weft_config_t* cfg) {
   if ((unsigned)cfg->placement > WEFT_PLACEMENT_SPILL)
     return -EINVAL;
   if ((unsigned)cfg->stack_prefault > WEFT_STACK_PREFAULT_ALL)
+    return -EINVAL;
+  if (cfg->idle_spin_us > 1000000)
     return -EINVAL;
   /* A stack must hold the scheduling loop plus a job's frames. */
   if (cfg->stack_size < 16 * 1024 || cfg->stack_size > ((size_t)1 << 32))

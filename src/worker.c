@@ -15,21 +15,33 @@
 #include "internal.h"
 
 #define WEFT__INJECT_EVERY 61
-/* A worker out of work looks again WEFT__SPIN_ROUNDS times before it
- * parks: the first WEFT__SPIN_PAUSE_ROUNDS after exponentially growing
- * pause loops (about 3 us in all here), the rest after a sched_yield each
- * (about 0.7 us each here, and free for a thread that shares the core).
- * The whole spin, some 25-30 us on this VM, outlasts a cross-core wake-up
- * (10-30 us), so a thread that submits again as soon as it hears of the
- * last job's end finds the worker awake: a one-worker submit-run-wait
- * round trip went from ~80 us (12 rounds: the worker parked every time)
- * to under 1 us, with no loss elsewhere (docs/performance.md). */
+/* A worker out of work keeps looking before it parks: first
+ * WEFT__SPIN_PAUSE_ROUNDS rounds after exponentially growing pause loops
+ * (about 3 us in all here), then a round after each sched_yield (about
+ * 0.7 us when nothing else wants the core) for up to w->spin_ns. Waking a
+ * parked worker on this VM costs the waker ~10 us in the futex call and
+ * the work 35-40 us before it starts on the other core; a spinning worker
+ * takes it within a round, and the waker pays nothing (it sees a searcher).
+ *
+ * The spin adapts to the gaps between bursts of work (spin_adapt): a
+ * worker woken soon after it parked spins twice that gap next time, up to
+ * the runtime's idle_spin_us; one that slept longer halves its spin, down
+ * to WEFT__SPIN_MIN_NS (which outlasts a cross-core wake-up, so a thread
+ * that submits again as soon as it hears of the last job's end still
+ * finds the worker awake). It stops early when a yield took longer than
+ * WEFT__SPIN_CONTENDED_NS: another thread wants this core, which a spinner
+ * would only delay, and a parked worker woken later gets the core back at
+ * once where a yielding one waits for the other's slice. */
 #ifndef WEFT__SPIN_PAUSE_ROUNDS
 #define WEFT__SPIN_PAUSE_ROUNDS 6
 #endif
-#ifndef WEFT__SPIN_ROUNDS
-#define WEFT__SPIN_ROUNDS 40
+#define WEFT__SPIN_MIN_NS 30000
+#ifndef WEFT__SPIN_CONTENDED_NS
+#define WEFT__SPIN_CONTENDED_NS 200000
 #endif
+/* Yielding rounds between checks for a waiting weft_runtime_destroy (which
+ * a parking worker otherwise does): about every 25 us. */
+#define WEFT__SPIN_QUIET_EVERY 32
 
 /* initial-exec: a plain TLS load, not a __tls_get_addr call, in the shared
  * library (glibc keeps static TLS room for libraries like this one). */
@@ -280,6 +292,28 @@ static weft__task_t* find_once(weft__worker_t* w, bool stealing) {
   return t;
 }
 
+/* The spin's floor and bound for w's runtime. */
+static uint64_t spin_floor(weft__worker_t* w) {
+  uint64_t cap = (uint64_t)w->rt->cfg.idle_spin_us * 1000;
+  return cap < WEFT__SPIN_MIN_NS ? cap : WEFT__SPIN_MIN_NS;
+}
+
+/* After a park: `gap` is the time from the first yielding round to the
+ * wake-up. Work that came back within the bound would have been caught by
+ * a spin of that length: cover twice it next time. Longer gaps were worth
+ * parking for: spin less. */
+static void spin_adapt(weft__worker_t* w, uint64_t gap) {
+  uint64_t cap = (uint64_t)w->rt->cfg.idle_spin_us * 1000;
+  uint64_t floor = spin_floor(w);
+
+  if (gap < cap) {
+    if (2 * gap > w->spin_ns)
+      w->spin_ns = 2 * gap < cap ? 2 * gap : cap;
+  } else {
+    w->spin_ns = w->spin_ns / 2 > floor ? w->spin_ns / 2 : floor;
+  }
+}
+
 static weft__task_t* find_task(weft__worker_t* w) {
   weft_runtime_t* rt = w->rt;
   weft__task_t* t;
@@ -291,8 +325,10 @@ static weft__task_t* find_task(weft__worker_t* w) {
   /* Nothing to run: whoever waits for our finished jobs hears now. */
   weft__worker_dec_flush(w);
   for (;;) {
-    for (round = 0; round < WEFT__SPIN_ROUNDS; round++) {
+    uint64_t idle_from = 0; /* the first yielding round */
+    for (round = 0;; round++) {
       bool searching = weft__idle_start_search(rt, w);
+      uint64_t now;
       t = find_once(w, searching);
       if (t != NULL) {
         /* The last searcher to find work wakes another, which searches in
@@ -308,18 +344,29 @@ static weft__task_t* find_task(weft__worker_t* w) {
         weft__idle_end_search(rt, w);
         return NULL;
       }
-      /* Back off: a few pause loops, then give the core away while
-       * waiting, since a thread we share it with (the libuv loop thread,
-       * another process) may be the one about to make work. */
       if (round < WEFT__SPIN_PAUSE_ROUNDS) {
         for (unsigned i = 0; i < (1u << round); i++)
           weft__cpu_relax();
-      } else {
-        sched_yield();
+        continue;
       }
+      now = weft__clock_ns();
+      if (idle_from == 0)
+        idle_from = now;
+      if (now - idle_from >= w->spin_ns)
+        break;
+      if ((round - WEFT__SPIN_PAUSE_ROUNDS) % WEFT__SPIN_QUIET_EVERY ==
+          WEFT__SPIN_QUIET_EVERY - 1)
+        weft__idle_check_quiet(rt);
+      /* Give the core away while waiting: a thread we share it with (the
+       * libuv loop thread, another process) may be the one about to make
+       * work. */
+      sched_yield();
+      if (weft__clock_ns() - now >= WEFT__SPIN_CONTENDED_NS)
+        break; /* another thread wants the core */
     }
     weft__idle_park(rt, w);
     w = weft__worker_current();
+    spin_adapt(w, weft__clock_ns() - idle_from);
   }
 }
 
@@ -461,6 +508,7 @@ void weft__worker_run_here(weft__worker_t* w) {
   if (w->rt->plan.bind && weft__topology_pin_self(&w->rt->plan, w->index) == 0)
     atomic_fetch_add_explicit(&w->rt->workers_pinned, 1, memory_order_relaxed);
   w->rng = 0x9E3779B97F4A7C15ull * (w->index + 1);
+  w->spin_ns = spin_floor(w);
   weft__ctx_init_thread(&w->native);
   f = w->current; /* made by weft__runtime_start */
   post.op = WEFT__POST_START;

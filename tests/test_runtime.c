@@ -42,6 +42,11 @@ static void runtime_bad_args(void** state) {
   weft_config_init(&cfg);
   cfg.workers = 1000000;
   assert_int_equal(weft_runtime_create(&rt, &cfg), -EINVAL);
+  weft_config_init(&cfg);
+  assert_int_equal(cfg.idle_spin_us, 1000);
+  cfg.idle_spin_us = 1000001; /* more than a second */
+  assert_int_equal(weft_runtime_create(&rt, &cfg), -EINVAL);
+  assert_null(rt);
   assert_int_equal(weft_runtime_destroy(NULL), -EINVAL);
   assert_int_equal(weft_run(NULL, NULL, NULL), -EINVAL);
 
@@ -224,6 +229,89 @@ static void runtime_stats(void** state) {
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
+static uint64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Once idle past their spin, workers sleep: the process burns (almost) no
+ * CPU, even after a stretch of short gaps that made them spin longest. */
+static void runtime_idle_workers_sleep(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  weft_counter_t c;
+  struct timespec gap = {0, 200 * 1000};
+  uint64_t t0;
+  int i;
+  (void)state;
+
+  for (i = 0; i < 50; i++) {
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, noop, NULL, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    nanosleep(&gap, NULL);
+  }
+  test_sleep_ms(50); /* spins are at most 1 ms */
+  t0 = cpu_ns();
+  test_sleep_ms(200);
+  /* Parked workers use nothing (under TSan, a 10 ms tick each). */
+  assert_true(cpu_ns() - t0 < 20 * 1000000u);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+/* Parks over `rounds` submissions from this thread spaced by 300 us. */
+static uint64_t parks_over_gaps(unsigned spin_us, int rounds) {
+  weft_config_t cfg;
+  weft_runtime_t* rt = NULL;
+  weft_counter_t c;
+  weft_stats_t s;
+  struct timespec gap = {0, 300 * 1000};
+  uint64_t before = 0;
+  int i;
+
+  weft_config_init(&cfg);
+  cfg.workers = 1;
+  cfg.idle_spin_us = spin_us;
+  assert_int_equal(weft_runtime_create(&rt, &cfg), 0);
+  for (i = 0; i < rounds; i++) {
+    if (i == 4) { /* the first gaps teach the worker their length */
+      assert_true(weft_stats(rt, &s) >= 0);
+      before = s.parks;
+    }
+    weft_counter_init(&c, 0);
+    assert_int_equal(weft_spawn(rt, noop, NULL, &c), 0);
+    assert_int_equal(weft_counter_wait(&c, 0), 0);
+    nanosleep(&gap, NULL);
+  }
+  assert_true(weft_stats(rt, &s) >= 0);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+  return s.parks - before;
+}
+
+/* A worker fed every few hundred microseconds learns to spin through the
+ * gaps (no park, no wake-up system call); with idle_spin_us = 0 it parks
+ * in each. Timing-based (another test or process can take the core for a
+ * gap's length), so it tries three times. Not under Valgrind, which runs
+ * one thread at a time. */
+static void runtime_spin_adapts_to_gaps(void** state) {
+  const char* vg = getenv("WEFT_VALGRIND");
+  int attempt;
+  uint64_t zero = 0;
+  uint64_t adaptive = 0;
+  (void)state;
+
+  if (vg != NULL && *vg == '1')
+    skip();
+  for (attempt = 0; attempt < 3; attempt++) {
+    zero = parks_over_gaps(0, 44);
+    adaptive = parks_over_gaps(1000, 44);
+    if (zero >= 30 && adaptive <= 10)
+      break;
+  }
+  assert_true(zero >= 30);
+  assert_true(adaptive <= 10);
+}
+
 static void runtime_spawn_after_destroy_start(void** state) {
   /* Many runtimes in a row: each one starts, runs and frees everything. */
   int i;
@@ -330,6 +418,8 @@ int main(void) {
       cmocka_unit_test(runtime_destroy_from_other_runtime),
       cmocka_unit_test(runtime_run),
       cmocka_unit_test(runtime_stats),
+      cmocka_unit_test(runtime_idle_workers_sleep),
+      cmocka_unit_test(runtime_spin_adapts_to_gaps),
       cmocka_unit_test(runtime_spawn_after_destroy_start),
   };
   return cmocka_run_group_tests_name("runtime", tests, NULL, NULL);
