@@ -448,7 +448,12 @@ bool weft__runtime_quiescent(weft_runtime_t* rt) {
   /* Completions first, then submissions. A job's submissions happen before
    * its completion (release in run_job, acquire here), so every job whose
    * completion we count has its children counted below; equal sums mean
-   * nothing is queued, running or suspended. */
+   * nothing is queued, running or suspended. The first fence serves
+   * wait_quiet, which stores want_quiet and then collects: C11 orders that
+   * store before these loads only through a seq_cst fence (x86 and ARMv8
+   * would do without), the other half of the fence a worker runs before
+   * it loads want_quiet. */
+  atomic_thread_fence(memory_order_seq_cst);
   for (i = 0; i < rt->nworkers; i++)
     done +=
         atomic_load_explicit(&rt->workers[i].completed, memory_order_acquire);

@@ -115,10 +115,13 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
       weft__idle_notify_worker(rt, (unsigned)pin);
     return;
   }
+  /* Counted before the push (and uncounted if it fails), as in
+   * inject_take: a thief subtracts once it has the task, so counting after
+   * would let the count read below what the deques hold, and a worker
+   * trusting level_busy would pass over a queued task (helper-17). */
+  if (prio != WEFT_PRIORITY_NORMAL)
+    atomic_fetch_add_explicit(&rt->dq_prio_len[prio], 1, memory_order_relaxed);
   if (weft__deque_push(&w->dq[prio], t) == 0) {
-    if (prio != WEFT_PRIORITY_NORMAL)
-      atomic_fetch_add_explicit(&rt->dq_prio_len[prio], 1,
-                                memory_order_relaxed);
     /* Our own deque: we run whatever nobody steals, so a wake-up only adds
      * parallelism and may be missed once in a while. Look without the
      * fence first: while every worker is awake or one is searching (the
@@ -127,6 +130,9 @@ void weft__worker_ready(weft_runtime_t* rt, weft__worker_t* w,
     if (!weft__idle_may_notify(&rt->idle, rt->nworkers))
       return;
   } else {
+    if (prio != WEFT_PRIORITY_NORMAL)
+      atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
+                                memory_order_relaxed);
     weft__inject_push(&rt->inject, t, t, 1, prio);
   }
   weft__idle_notify(rt);
@@ -245,18 +251,20 @@ static weft__task_t* inject_take(weft__worker_t* w, int prio) {
   return got[0];
 }
 
-/* `own`: look at w's own deque and stream too. Only w fills those, so once
- * a look found them empty they stay empty until w runs something or
- * applies its held-back counter decrement (which may ready a fiber there):
- * the searching rounds after that skip them, and a just-woken worker goes
- * straight to where its work was published, with fewer cold lines on the
- * way. */
+/* `own`: look at w's own normal-priority deque and stream too. Only w
+ * fills those, so once a look found them empty they stay empty until w
+ * runs something or applies its held-back counter decrement (which may
+ * ready a fiber there): the searching rounds after that skip them, and a
+ * just-woken worker goes straight to where its work was published, with
+ * fewer cold lines on the way. The other levels are looked at whenever
+ * level_busy says some deque holds their work: that count is a relaxed
+ * hint, so it is no proof that our own deque of that level is empty. */
 static weft__task_t* take_level(weft__worker_t* w, int prio, bool stealing,
                                 bool own) {
   weft_runtime_t* rt = w->rt;
   weft__task_t* t = NULL;
 
-  if (own) {
+  if (own || prio != WEFT_PRIORITY_NORMAL) {
     t = weft__deque_pop(&w->dq[prio]);
     if (t != NULL && prio != WEFT_PRIORITY_NORMAL)
       atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,

@@ -480,10 +480,11 @@ static void placed_later_child(int cores) {
   worker_affinity(rt, 0, &a[0]);
   if (weft_stats(rt, &s) < 0 || (int)s.workers != cores || s.workers > 64)
     _exit(3); /* the default count, told without hwloc, is hwloc's */
-  if (!s.placing)
+  /* Unbound for now, having started before the load; a placer already
+   * binding (placing is cleared only after it bound every worker) is a
+   * missed premise too. */
+  if (!s.placing || s.workers_pinned != 0)
     _exit(PREMISE_MISSED);
-  if (s.workers_pinned != 0)
-    _exit(4); /* started before the load: unbound for now */
   if (!CPU_EQUAL(&a[0].set, &all))
     _exit(5);
   if (!placed(rt, &s))
