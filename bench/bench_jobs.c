@@ -23,7 +23,8 @@
  *                 2 ms until the job starts; the submitter blocks; 1000
  *                 tries (us). Interleaved try by try with the peers' OS
  *                 floor (a plain thread on a condition variable, also 2 ms
- *                 idle), reported as impl=condvar_interleaved
+ *                 idle between its tries), reported as
+ *                 impl=condvar_interleaved
  * Rates are the best of several runs, as the peers report them; latencies
  * are medians or percentiles. THREADS (workers, default 2) as the peers;
  * BENCH_ONLY=names runs the workloads it names (a group name such as
@@ -324,10 +325,13 @@ static void* floor_sleeper(void* arg) {
   return NULL;
 }
 
-/* Tries alternate between weft and the floor, each after 2 ms idle, so
- * both meet the same machine: on this shared VM the floor's own p99 moves
- * 3-5x between one-minute runs, which makes a floor measured by another
- * program at another time a poor yardstick for a 1.1x target. */
+/* Tries alternate between weft and the floor, so both meet the same
+ * minutes of the machine: on this shared VM the floor's own p99 moves 3-5x
+ * between one-minute runs, which makes a floor measured by another program
+ * at another time a poor yardstick for a 1.1x target. Each side is idle 2
+ * ms between its own tries (1 ms sleeps, the other side's try between):
+ * alternating after full 2 ms sleeps left each side idle 4 ms, which made
+ * both 30-50% slower at p50 than the same code alone. */
 static void bench_cold_wake(weft_runtime_t* rt) {
   enum { TRIES = 1000 };
   static double lat[TRIES];
@@ -347,7 +351,7 @@ static void bench_cold_wake(weft_runtime_t* rt) {
     exit(1);
   for (i = 0; i < TRIES; i++) {
     uint64_t t0;
-    usleep(2000);
+    usleep(1000);
     pthread_mutex_lock(&w.m);
     w.started = 0;
     t0 = now_ns();
@@ -357,7 +361,7 @@ static void bench_cold_wake(weft_runtime_t* rt) {
     lat[i] = (double)(w.started - t0) / 1e3;
     pthread_mutex_unlock(&w.m);
 
-    usleep(2000);
+    usleep(1000);
     pthread_mutex_lock(&f.m);
     f.started = 0;
     t0 = now_ns();
