@@ -341,8 +341,11 @@ void weft__futex_wake(atomic_uint* addr, int n);
 /* The idle set (Tokio's design): how many workers are searching for work
  * and how many are awake, plus a stack of sleeping workers. */
 typedef struct weft__idle_s {
+  /* Each on a line of its own: a thief toggles `searching` at every steal,
+   * while `unparked` changes only when a worker parks or wakes, and a
+   * spawner reads it first on every spawn (weft__idle_may_notify). */
   WEFT__ALIGNED atomic_uint searching;
-  atomic_uint unparked;
+  WEFT__ALIGNED atomic_uint unparked;
   weft__spin_t lock;
   unsigned nsleepers;
   unsigned* sleepers;
@@ -363,8 +366,9 @@ void weft__idle_wake_early(weft_runtime_t* rt);
  * with a wake-up missed now and then (pushes to one's own deque). */
 static inline bool weft__idle_may_notify(weft__idle_t* idle,
                                          unsigned nworkers) {
-  return atomic_load_explicit(&idle->searching, memory_order_relaxed) == 0 &&
-         atomic_load_explicit(&idle->unparked, memory_order_relaxed) < nworkers;
+  return atomic_load_explicit(&idle->unparked, memory_order_relaxed) <
+             nworkers &&
+         atomic_load_explicit(&idle->searching, memory_order_relaxed) == 0;
 }
 /* Wakes worker k specifically (pinned work for it). */
 void weft__idle_notify_worker(weft_runtime_t* rt, unsigned k);
