@@ -8,7 +8,6 @@
  * steal. Called from a job, the root range runs on the caller's fiber.
  */
 #include <stdlib.h>
-#include <time.h>
 
 #include "internal.h"
 
