@@ -6,6 +6,7 @@
  * submitted job has finished, found by a double collect of per-worker
  * submitted/completed counts that the parking path checks.
  */
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
 #include <stdio.h>
@@ -13,6 +14,10 @@
 #include <string.h>
 
 #include "internal.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #define WEFT__DEFAULT_STACK (512 * 1024)
 #define WEFT__DEFAULT_POOL 16
@@ -79,6 +84,21 @@ static int config_check(const weft_config_t* cfg) {
   return 0;
 }
 
+bool weft__has_prefetchw;
+
+/* CPUID once per process (a VM exit under a hypervisor): PREFETCHW is
+ * leaf 0x80000001's ECX bit 8. Written before any worker starts (thread
+ * creation orders it before their reads); pthread_once orders it for
+ * every creator. */
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static void cpu_detect(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a, b, c, d;
+  if (__get_cpuid(0x80000001, &a, &b, &c, &d))
+    weft__has_prefetchw = (c >> 8) & 1;
+#endif
+}
+
 int weft_runtime_create(weft_runtime_t** out, const weft_config_t* cfg) {
   weft_runtime_t* rt;
   weft_config_t defaults;
@@ -94,6 +114,7 @@ int weft_runtime_create(weft_runtime_t** out, const weft_config_t* cfg) {
   err = config_check(cfg);
   if (err != 0)
     return err;
+  pthread_once(&cpu_once, cpu_detect);
   if (posix_memalign((void**)&rt, WEFT__CACHE_LINE, sizeof(*rt)) != 0)
     return -ENOMEM;
   memset(rt, 0, sizeof(*rt));
@@ -158,6 +179,7 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     atomic_init(&w->sslot.lock.locked, 0);
     atomic_init(&w->sslot.blk, NULL);
     atomic_init(&w->sslot.next, 0);
+    atomic_init(&w->sslot.looked, 0);
     atomic_init(&w->sslot.end, 0);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
