@@ -113,10 +113,22 @@ for r in $(seq "$rounds"); do
   peer_prog "$r" go_jobs
   peer_prog "$r" tokio_peer REPS=3
   peer_prog "$r" ref_wake
+  # The kernels OpenMP runs too, group by group, weft's then OpenMP's a
+  # few seconds apart: whole programs a minute apart met different phases
+  # of the machine (sincos_10k ran at serial speed in some rounds, for one
+  # and not the other).
+  for g in sincos:bench_sci stencil3:bench_sci neigh5:bench_sci \
+    tree:bench_tree sand:bench_sand; do
+    p=$build/bench/${g#*:}
+    [ -x "$p" ] && run "$r" "${g#*:}" env BENCH_ONLY="${g%%:*}" "$p"
+    p=$build/bench/peer_omp_suite
+    [ -x "$p" ] && run "$r" peer_omp_suite env BENCH_ONLY="${g%%:*}" "$p"
+  done
   for b in "$build"/bench/bench_* "$build"/bench/peer_*; do
     if [ ! -f "$b" ] || [ ! -x "$b" ]; then continue; fi
     case ${b##*/} in
     bench_switch | bench_jobs | bench_uv | bench_machine) continue ;;
+    bench_sci | bench_tree | bench_sand | peer_omp_suite) continue ;;
     esac
     run "$r" "${b##*/}" "$b"
   done
