@@ -468,6 +468,13 @@ bool weft__topology_loaded(void);
 /* The cores (pus: the PUs) the process's threads may run on, from their
  * affinities and sysfs, without hwloc; 0 when they cannot be told. */
 unsigned weft__topology_quick_count(bool pus);
+/* For a start whose placement comes later: a CPU of its own for each of n
+ * workers, as the quick count sees the machine (each core's lowest
+ * allowed PU for `core`, each PU for `pu` and `spill`), and the CPUs the
+ * process may use. 0, or -ENOENT (fewer units than workers, or none
+ * told), -EINVAL (another placement). */
+int weft__topology_quick_cpus(weft_placement_t placement, int* cpus,
+                              unsigned n, cpu_set_t* allowed);
 /* Binds the calling thread to the worker's PU (plan->bind only). */
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);
 /* Binds another thread of the process to the worker's PU. */
@@ -568,6 +575,12 @@ struct weft__worker_s {
   WEFT__ALIGNED weft__sslot_t sslot;
   pthread_t thread;
   bool thread_started;
+  /* Provisional binding (worker.c): pending until the first steal while
+   * placement waits for hwloc (owner only); then, under the runtime's
+   * prov_lock, whether this thread is bound and what it had before. */
+  bool prov_pending;
+  bool prov_bound;
+  cpu_set_t prov_prev;
 };
 
 /* The worker running the calling code, or NULL. noinline: a fiber can
@@ -794,6 +807,11 @@ struct weft_runtime_s {
    * plans `place_later` and binds the workers and their stacks. */
   struct weft__placer_s* placer;
   weft_placement_t place_later;
+  /* A worker that steals before the placer is done binds itself to a CPU
+   * of its own meanwhile (worker.c); under prov_lock, which the placer
+   * holds while it binds, so that one never undoes the other. */
+  weft__spin_t prov_lock;
+  bool place_done; /* under prov_lock */
   pthread_t run_thread;                   /* weft_run's caller, worker 0 */
   atomic_uint placing;                    /* 1 while the placer works */
   atomic_uint workers_pinned;             /* bound to their planned PU */

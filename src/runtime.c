@@ -125,6 +125,7 @@ int weft_runtime_create(weft_runtime_t** out, const weft_config_t* cfg) {
   atomic_init(&rt->want_quiet, 0);
   atomic_init(&rt->quiet, 0);
   atomic_init(&rt->fibers_lock.locked, 0);
+  atomic_init(&rt->prov_lock.locked, 0);
   if (pthread_mutex_init(&rt->start_lock, NULL) != 0) {
     free(rt);
     return -ENOMEM;
@@ -290,16 +291,29 @@ static void place(weft_runtime_t* rt) {
     free(plan);
     plan = NULL;
   }
-  if (plan == NULL)
-    return;
-  for (i = 0; i < rt->nworkers && plan->bind; i++) {
+  /* No worker binds itself provisionally from here on (worker.c). */
+  weft__spin_lock(&rt->prov_lock);
+  rt->place_done = true;
+  for (i = 0; i < rt->nworkers; i++) {
     weft__worker_t* w = &rt->workers[i];
     bool run0 = rt->run_mode && i == 0;
-    if ((w->thread_started || run0) &&
-        weft__topology_pin_thread(plan, i, run0 ? rt->run_thread : w->thread) ==
-            0)
-      atomic_fetch_add_explicit(&rt->workers_pinned, 1, memory_order_relaxed);
+    pthread_t t = run0 ? rt->run_thread : w->thread;
+    if (!w->thread_started && !run0)
+      continue;
+    if (plan != NULL && plan->bind) {
+      if (weft__topology_pin_thread(plan, i, t) == 0)
+        atomic_fetch_add_explicit(&rt->workers_pinned, 1,
+                                  memory_order_relaxed);
+    } else if (w->prov_bound) {
+      /* No binding plan after all: back to what it had, as the start's
+       * unbound plan would run. */
+      pthread_setaffinity_np(t, sizeof(w->prov_prev), &w->prov_prev);
+    }
+    w->prov_bound = false;
   }
+  weft__spin_unlock(&rt->prov_lock);
+  if (plan == NULL)
+    return;
   /* Release: pairs with the acquire in weft__runtime_plan. */
   atomic_store_explicit(&rt->placed, plan, memory_order_release);
   atomic_fetch_add_explicit(&rt->stacks_bound_late,
@@ -422,6 +436,12 @@ int weft__runtime_start(weft_runtime_t* rt) {
     err = workers_alloc(rt, n);
   if (err != 0)
     goto fail;
+  if (later != WEFT_PLACEMENT_NONE) {
+    /* Before the threads start: they read it at their first steal. */
+    rt->place_later = later;
+    for (i = 0; i < n; i++)
+      rt->workers[i].prov_pending = true;
+  }
   /* In weft_run the calling thread becomes worker 0 itself. */
   for (i = rt->run_mode ? 1 : 0; i < n; i++) {
     weft__worker_t* w = &rt->workers[i];
@@ -441,7 +461,6 @@ int weft__runtime_start(weft_runtime_t* rt) {
     goto fail;
   }
   if (later != WEFT_PLACEMENT_NONE) {
-    rt->place_later = later;
     if (rt->run_mode)
       rt->run_thread = pthread_self(); /* weft_run's caller, worker 0 */
     placer_start(rt);

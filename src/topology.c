@@ -221,35 +221,61 @@ static int process_affinity(cpu_set_t* allowed) {
   return err;
 }
 
-unsigned weft__topology_quick_count(bool pus) {
-  cpu_set_t allowed;
+/* The placement units the process's threads may run on, without hwloc:
+ * each allowed PU (pus), or each core at its lowest allowed PU, in CPU
+ * order. Returns how many there are, or 0 when they cannot be told; with
+ * `cpus`, stores the first `max` and stops there (a sysfs read per CPU). */
+static unsigned quick_units(bool pus, cpu_set_t* allowed, int* cpus,
+                            unsigned max) {
   unsigned n = 0;
   unsigned c;
 
-  if (process_affinity(&allowed) != 0)
+  if (process_affinity(allowed) != 0)
     return 0; /* more CPUs than a cpu_set_t holds: ask hwloc */
-  if (pus)
-    return (unsigned)CPU_COUNT(&allowed);
-  /* A core counts once, at its lowest allowed PU. */
-  for (c = 0; c < CPU_SETSIZE; c++) {
+  for (c = 0; c < CPU_SETSIZE && (cpus == NULL || n < max); c++) {
     char path[96];
-    int lower;
-    if (!CPU_ISSET(c, &allowed))
+    int lower = 0;
+    if (!CPU_ISSET(c, allowed))
       continue;
+    if (pus) {
+      if (cpus != NULL && n < max)
+        cpus[n] = (int)c;
+      n++;
+      continue;
+    }
     snprintf(path, sizeof(path),
              "/sys/devices/system/cpu/cpu%u/topology/core_cpus_list", c);
-    lower = lower_sibling_allowed(path, c, &allowed);
+    lower = lower_sibling_allowed(path, c, allowed);
     if (lower < 0) {
       snprintf(path, sizeof(path),
                "/sys/devices/system/cpu/cpu%u/topology/thread_siblings_list",
                c);
-      lower = lower_sibling_allowed(path, c, &allowed);
+      lower = lower_sibling_allowed(path, c, allowed);
     }
     if (lower < 0)
       return 0;
-    n += lower == 0;
+    if (lower == 0) {
+      if (cpus != NULL && n < max)
+        cpus[n] = (int)c;
+      n++;
+    }
   }
   return n;
+}
+
+unsigned weft__topology_quick_count(bool pus) {
+  cpu_set_t allowed;
+  return quick_units(pus, &allowed, NULL, 0);
+}
+
+int weft__topology_quick_cpus(weft_placement_t placement, int* cpus,
+                              unsigned n, cpu_set_t* allowed) {
+  unsigned have;
+  if (placement != WEFT_PLACEMENT_CORE && placement != WEFT_PLACEMENT_PU &&
+      placement != WEFT_PLACEMENT_SPILL)
+    return -EINVAL;
+  have = quick_units(placement != WEFT_PLACEMENT_CORE, allowed, cpus, n);
+  return have >= n && n > 0 ? 0 : -ENOENT;
 }
 
 void* weft__topology_handle(void) {

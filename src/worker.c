@@ -162,6 +162,38 @@ static void steal_more(weft__worker_t* w, weft__worker_t* v, int prio) {
   }
 }
 
+/* The first steal of a worker whose placement waits for hwloc (the first
+ * runtime in a process, for ~10 ms: runtime.c): from now on two workers
+ * are busy at once, so each gets a CPU of its own until the placer binds
+ * it. Left to the OS, two spinning workers could share one CPU for
+ * milliseconds (each counts as cache-hot, so the idle CPU's balancing
+ * leaves it): sincos_10k, over within the wait, ran at the serial speed
+ * in 4 runs of 25. At the first steal, not at the start: the binding
+ * costs ~35 us a worker (sysfs reads, the migration), which a runtime
+ * that runs one job need not pay. */
+static WEFT__NOINLINE void provisional_bind(weft__worker_t* w) {
+  weft_runtime_t* rt = w->rt;
+  cpu_set_t allowed;
+  int* cpus = malloc(rt->nworkers * sizeof(*cpus));
+
+  w->prov_pending = false;
+  if (cpus == NULL)
+    return;
+  if (weft__topology_quick_cpus(rt->place_later, cpus, rt->nworkers,
+                                &allowed) == 0) {
+    weft__spin_lock(&rt->prov_lock);
+    if (!rt->place_done &&
+        sched_getaffinity(0, sizeof(w->prov_prev), &w->prov_prev) == 0) {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(cpus[w->index], &one);
+      w->prov_bound = sched_setaffinity(0, sizeof(one), &one) == 0;
+    }
+    weft__spin_unlock(&rt->prov_lock);
+  }
+  free(cpus);
+}
+
 /* Steals one task of priority `prio` from the victims, nearest first. */
 static weft__task_t* steal(weft__worker_t* w, int prio) {
   weft_runtime_t* rt = w->rt;
@@ -192,6 +224,8 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
         if (prio == WEFT_PRIORITY_NORMAL &&
             (t = weft__range_steal(v)) != NULL) {
           bump(&w->stats.steals);
+          if (WEFT__UNLIKELY(w->prov_pending))
+            provisional_bind(w);
           return t;
         }
         continue;
@@ -200,6 +234,8 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
       if (t != NULL) {
         steal_more(w, v, prio);
         bump(&w->stats.steals);
+        if (WEFT__UNLIKELY(w->prov_pending))
+          provisional_bind(w);
         if (prio != WEFT_PRIORITY_NORMAL)
           atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
                                     memory_order_relaxed);

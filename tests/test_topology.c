@@ -509,6 +509,77 @@ static void placed_later_child(int cores) {
   _exit(0);
 }
 
+/* A worker that steals before the placer is done binds itself to a CPU
+ * of its own meanwhile (two busy workers could otherwise share one). Two
+ * jobs that meet at a spin barrier: one of them was stolen. */
+typedef struct {
+  atomic_int arrived;
+  int parent;
+  int worker[2];
+  cpu_set_t set[2];
+  unsigned placing[2];
+} meet_t;
+
+static void meet_job(void* arg) {
+  meet_t* m = arg;
+  weft_stats_t s;
+  int k = atomic_fetch_add(&m->arrived, 1);
+  long spins;
+  for (spins = 0; atomic_load(&m->arrived) < 2 && spins < 2000000000L;
+       spins++)
+    ;
+  m->worker[k] = weft_worker_id();
+  CHECK(sched_getaffinity(0, sizeof(m->set[k]), &m->set[k]) == 0);
+  CHECK(weft_stats(weft_runtime_self(), &s) >= 0);
+  m->placing[k] = s.placing;
+}
+
+static void meet_parent(void* arg) {
+  meet_t* m = arg;
+  weft_counter_t c;
+  m->parent = weft_worker_id();
+  weft_counter_init(&c, 0);
+  CHECK(weft_spawn(NULL, meet_job, m, &c) == 0);
+  CHECK(weft_spawn(NULL, meet_job, m, &c) == 0);
+  CHECK(weft_counter_wait(&c, 0) == 0);
+}
+
+/* Exits 0, or the number of the check that failed. */
+static void provisional_child(int cores) {
+  weft_runtime_t* rt;
+  weft_counter_t c;
+  weft_stats_t s;
+  meet_t m;
+  int k;
+
+  if (cores < 2)
+    _exit(0); /* nobody to steal */
+  memset(&m, 0, sizeof(m));
+  if (weft_runtime_create(&rt, NULL) != 0)
+    _exit(1);
+  weft_counter_init(&c, 0);
+  if (weft_spawn(rt, meet_parent, &m, &c) != 0 ||
+      weft_counter_wait(&c, 0) != 0)
+    _exit(2);
+  if (atomic_load(&m.arrived) != 2 || m.worker[0] == m.worker[1])
+    _exit(3);
+  for (k = 0; k < 2; k++) {
+    if (m.worker[k] == m.parent)
+      continue; /* its worker popped it: no steal there */
+    if (!m.placing[k])
+      _exit(PREMISE_MISSED); /* the plan had bound it already */
+    /* The thief: on one CPU, before the placer bound anything. */
+    if (CPU_COUNT(&m.set[k]) != 1)
+      _exit(4);
+  }
+  /* The placer's binding replaces it: one CPU each, all different. */
+  if (!placed(rt, &s) || s.workers_pinned != s.workers)
+    _exit(6);
+  if (weft_runtime_destroy(rt) != 0 || atomic_load(&test_failures) != 0)
+    _exit(7);
+  _exit(0);
+}
+
 /* A runtime gone before the placer's delay: nothing waits for hwloc, and
  * the next runtime (the topology still unloaded) defers again. */
 static void placed_never_child(void) {
@@ -700,6 +771,7 @@ static void topology_placed_after_start(void** state) {
     skip();
   this_machine(&cores, &pus);
   fork_child(placed_later_child, cores, "placed_later_child");
+  fork_child(provisional_child, cores, "provisional_child");
   fork_child(never_child, 0, "placed_never_child");
   fork_child(run_child, 0, "placed_run_child");
   /* Under ASan, LeakSanitizer's own check at exit hangs now and then in
