@@ -239,7 +239,8 @@ WEFT_EXTERN weft_runtime_t* weft_runtime_self(void);
 /* weft_run: creates a runtime from `cfg` (NULL for defaults), turns the
  * calling thread into worker 0, runs main_fn(arg) as a job and returns when
  * it and every job it (transitively) spawned are done; then destroys the
- * runtime. Inside, weft_runtime_self() gives the runtime. Returns 0 or
+ * runtime. Inside, weft_runtime_self() gives the runtime, and the thread is
+ * bound like any worker; it returns with the CPU mask it had. Returns 0 or
  * -EINVAL, -ENOMEM, -EDEADLK (called from a job). */
 WEFT_EXTERN int weft_run(const weft_config_t* cfg, weft_job_cb main_fn,
                          void* arg);

@@ -470,11 +470,11 @@ bool weft__topology_loaded(void);
 unsigned weft__topology_quick_count(bool pus);
 /* For a start whose placement comes later: a CPU of its own for each of n
  * workers, as the quick count sees the machine (each core's lowest
- * allowed PU for `core`, each PU for `pu` and `spill`), and the CPUs the
- * process may use. 0, or -ENOENT (fewer units than workers, or none
- * told), -EINVAL (another placement). */
+ * allowed PU for `core`, each PU for `pu` and `spill`). 0, or -ENOENT
+ * (fewer units than workers, or none told), -EINVAL (another placement).
+ * A sysfs read per CPU up to the n-th unit. */
 int weft__topology_quick_cpus(weft_placement_t placement, int* cpus,
-                              unsigned n, cpu_set_t* allowed);
+                              unsigned n);
 /* Binds the calling thread to the worker's PU (plan->bind only). */
 int weft__topology_pin_self(const weft__plan_t* plan, unsigned worker);
 /* Binds another thread of the process to the worker's PU. */
@@ -811,10 +811,12 @@ struct weft_runtime_s {
    * of its own meanwhile (worker.c); under prov_lock, which the placer
    * holds while it binds, so that one never undoes the other. */
   weft__spin_t prov_lock;
-  bool place_done; /* under prov_lock */
-  pthread_t run_thread;                   /* weft_run's caller, worker 0 */
-  atomic_uint placing;                    /* 1 while the placer works */
-  atomic_uint workers_pinned;             /* bound to their planned PU */
+  bool place_done;            /* under prov_lock, as the two below */
+  int* prov_cpus;             /* worker i's CPU, made by the first thief */
+  bool prov_none;             /* none could be told */
+  pthread_t run_thread;       /* weft_run's caller, worker 0 */
+  atomic_uint placing;        /* 1 while the placer works */
+  atomic_uint workers_pinned; /* bound to their planned PU */
   atomic_uint_fast64_t stacks_bound_late; /* by the placer */
   /* Fibers: every one ever made (for destroy), plus the shared pool. */
   weft__spin_t fibers_lock;

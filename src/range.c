@@ -382,6 +382,10 @@ weft_job_t* weft__stream_reserve(weft__worker_t* w, weft__counter_t* c) {
   atomic_init(&b->refs, 1); /* the slot's hold, dropped by stream_close */
   weft__spin_lock(&slot->lock);
   atomic_store_explicit(&slot->next, 0, memory_order_relaxed);
+  /* No look yet at this block (an old block's last look at job 0 would
+   * let the first small look here steal at once). */
+  atomic_store_explicit(&slot->looked, (uint64_t)UINT32_MAX << 32,
+                        memory_order_relaxed);
   atomic_store_explicit(&slot->end, 0, memory_order_relaxed);
   atomic_store_explicit(&slot->blk, b, memory_order_relaxed);
   weft__spin_unlock(&slot->lock);
@@ -408,7 +412,7 @@ weft__task_t* weft__stream_take(weft__worker_t* w) {
  * stream whose owner is busy with something else (or spins until the job
  * starts), however slowly it spawns. */
 #define WEFT__STREAM_STEAL_MIN 64
-#define WEFT__STREAM_STALE_US 2
+#define WEFT__STREAM_STALE_US 2 /* in units of 1.024 us: 1-3 us */
 
 weft__task_t* weft__stream_steal(weft__worker_t* v) {
   weft__sslot_t* slot = &v->sslot;

@@ -142,6 +142,9 @@ weft_runtime_t* weft_runtime_self(void) {
 static void workers_free(weft_runtime_t* rt) {
   unsigned i;
   int p;
+  free(rt->prov_cpus); /* the threads are gone */
+  rt->prov_cpus = NULL;
+  rt->prov_none = false;
   if (rt->workers == NULL)
     return;
   for (i = 0; i < rt->nworkers; i++) {
@@ -180,7 +183,7 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     atomic_init(&w->sslot.lock.locked, 0);
     atomic_init(&w->sslot.blk, NULL);
     atomic_init(&w->sslot.next, 0);
-    atomic_init(&w->sslot.looked, 0);
+    atomic_init(&w->sslot.looked, (uint64_t)UINT32_MAX << 32);
     atomic_init(&w->sslot.end, 0);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
@@ -291,27 +294,27 @@ static void place(weft_runtime_t* rt) {
     free(plan);
     plan = NULL;
   }
-  /* No worker binds itself provisionally from here on (worker.c). */
+  /* No worker binds itself provisionally from here on (worker.c): the
+   * lock waits for a bind under way, and after it nobody writes the
+   * workers' prov_ fields, which we read below without it. */
   weft__spin_lock(&rt->prov_lock);
   rt->place_done = true;
+  weft__spin_unlock(&rt->prov_lock);
   for (i = 0; i < rt->nworkers; i++) {
     weft__worker_t* w = &rt->workers[i];
     bool run0 = rt->run_mode && i == 0;
     pthread_t t = run0 ? rt->run_thread : w->thread;
     if (!w->thread_started && !run0)
       continue;
-    if (plan != NULL && plan->bind) {
-      if (weft__topology_pin_thread(plan, i, t) == 0)
-        atomic_fetch_add_explicit(&rt->workers_pinned, 1,
-                                  memory_order_relaxed);
-    } else if (w->prov_bound) {
-      /* No binding plan after all: back to what it had, as the start's
-       * unbound plan would run. */
+    if (plan != NULL && plan->bind &&
+        weft__topology_pin_thread(plan, i, t) == 0)
+      atomic_fetch_add_explicit(&rt->workers_pinned, 1, memory_order_relaxed);
+    else if (w->prov_bound)
+      /* No binding plan after all, or it failed here: back to what it
+       * had, as the start's unbound plan would run. */
       pthread_setaffinity_np(t, sizeof(w->prov_prev), &w->prov_prev);
-    }
     w->prov_bound = false;
   }
-  weft__spin_unlock(&rt->prov_lock);
   if (plan == NULL)
     return;
   /* Release: pairs with the acquire in weft__runtime_plan. */
@@ -590,6 +593,8 @@ int weft_runtime_destroy(weft_runtime_t* rt) {
 int weft_run(const weft_config_t* cfg, weft_job_cb main_fn, void* arg) {
   weft_runtime_t* rt;
   weft__worker_t* w;
+  cpu_set_t mask;
+  bool have_mask;
   int err;
 
   if (main_fn == NULL)
@@ -600,6 +605,9 @@ int weft_run(const weft_config_t* cfg, weft_job_cb main_fn, void* arg) {
   err = weft_runtime_create(&rt, cfg);
   if (err != 0)
     return err;
+  /* The calling thread is worker 0, bound to its PU by the plan (at the
+   * start, or by the placer): it goes back to the caller as it came. */
+  have_mask = sched_getaffinity(0, sizeof(mask), &mask) == 0;
   rt->run_mode = true;
   err = weft__runtime_start(rt);
   if (err == 0)
@@ -611,6 +619,8 @@ int weft_run(const weft_config_t* cfg, weft_job_cb main_fn, void* arg) {
       /* Worker 0 never ran: its first fiber is freed with the rest. */
     }
     runtime_free(rt);
+    if (have_mask)
+      sched_setaffinity(0, sizeof(mask), &mask);
     return err;
   }
   /* From here the first worker to find every job done stops the runtime. */
@@ -618,5 +628,7 @@ int weft_run(const weft_config_t* cfg, weft_job_cb main_fn, void* arg) {
   weft__worker_run_here(&rt->workers[0]);
   stop_and_join(rt);
   runtime_free(rt);
+  if (have_mask)
+    sched_setaffinity(0, sizeof(mask), &mask);
   return 0;
 }

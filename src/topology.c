@@ -269,12 +269,13 @@ unsigned weft__topology_quick_count(bool pus) {
 }
 
 int weft__topology_quick_cpus(weft_placement_t placement, int* cpus,
-                              unsigned n, cpu_set_t* allowed) {
+                              unsigned n) {
+  cpu_set_t allowed;
   unsigned have;
   if (placement != WEFT_PLACEMENT_CORE && placement != WEFT_PLACEMENT_PU &&
       placement != WEFT_PLACEMENT_SPILL)
     return -EINVAL;
-  have = quick_units(placement != WEFT_PLACEMENT_CORE, allowed, cpus, n);
+  have = quick_units(placement != WEFT_PLACEMENT_CORE, &allowed, cpus, n);
   return have >= n && n > 0 ? 0 : -ENOENT;
 }
 

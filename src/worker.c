@@ -169,29 +169,37 @@ static void steal_more(weft__worker_t* w, weft__worker_t* v, int prio) {
  * milliseconds (each counts as cache-hot, so the idle CPU's balancing
  * leaves it): sincos_10k, over within the wait, ran at the serial speed
  * in 4 runs of 25. At the first steal, not at the start: the binding
- * costs ~35 us a worker (sysfs reads, the migration), which a runtime
- * that runs one job need not pay. */
+ * costs ~35 us a worker here (sysfs reads, once per runtime, and the
+ * migration), which a runtime that runs one job need not pay. Under the
+ * placer's lock: once it is done (place_done), nobody binds here. */
 static WEFT__NOINLINE void provisional_bind(weft__worker_t* w) {
   weft_runtime_t* rt = w->rt;
-  cpu_set_t allowed;
-  int* cpus = malloc(rt->nworkers * sizeof(*cpus));
 
   w->prov_pending = false;
-  if (cpus == NULL)
+  /* weft_run's caller is worker 0: its thread goes back to the caller,
+   * whose mask is not ours to narrow for good. */
+  if (rt->run_mode && w->index == 0)
     return;
-  if (weft__topology_quick_cpus(rt->place_later, cpus, rt->nworkers,
-                                &allowed) == 0) {
-    weft__spin_lock(&rt->prov_lock);
-    if (!rt->place_done &&
-        sched_getaffinity(0, sizeof(w->prov_prev), &w->prov_prev) == 0) {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(cpus[w->index], &one);
-      w->prov_bound = sched_setaffinity(0, sizeof(one), &one) == 0;
+  weft__spin_lock(&rt->prov_lock);
+  if (!rt->place_done && rt->prov_cpus == NULL && !rt->prov_none) {
+    /* Once per runtime, by the first thief. */
+    rt->prov_cpus = malloc(rt->nworkers * sizeof(*rt->prov_cpus));
+    if (rt->prov_cpus != NULL &&
+        weft__topology_quick_cpus(rt->place_later, rt->prov_cpus,
+                                  rt->nworkers) != 0) {
+      free(rt->prov_cpus);
+      rt->prov_cpus = NULL;
     }
-    weft__spin_unlock(&rt->prov_lock);
+    rt->prov_none = rt->prov_cpus == NULL;
   }
-  free(cpus);
+  if (!rt->place_done && rt->prov_cpus != NULL &&
+      sched_getaffinity(0, sizeof(w->prov_prev), &w->prov_prev) == 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(rt->prov_cpus[w->index], &one);
+    w->prov_bound = sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  weft__spin_unlock(&rt->prov_lock);
 }
 
 /* Steals one task of priority `prio` from the victims, nearest first. */
@@ -234,11 +242,11 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
       if (t != NULL) {
         steal_more(w, v, prio);
         bump(&w->stats.steals);
-        if (WEFT__UNLIKELY(w->prov_pending))
-          provisional_bind(w);
         if (prio != WEFT_PRIORITY_NORMAL)
           atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
                                     memory_order_relaxed);
+        if (WEFT__UNLIKELY(w->prov_pending))
+          provisional_bind(w);
         return t;
       }
       bump(&w->stats.failed_steals);

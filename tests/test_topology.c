@@ -518,6 +518,7 @@ typedef struct {
   int worker[2];
   cpu_set_t set[2];
   unsigned placing[2];
+  unsigned pinned[2];
 } meet_t;
 
 static void meet_job(void* arg) {
@@ -525,13 +526,13 @@ static void meet_job(void* arg) {
   weft_stats_t s;
   int k = atomic_fetch_add(&m->arrived, 1);
   long spins;
-  for (spins = 0; atomic_load(&m->arrived) < 2 && spins < 2000000000L;
-       spins++)
+  for (spins = 0; atomic_load(&m->arrived) < 2 && spins < 2000000000L; spins++)
     ;
   m->worker[k] = weft_worker_id();
   CHECK(sched_getaffinity(0, sizeof(m->set[k]), &m->set[k]) == 0);
   CHECK(weft_stats(weft_runtime_self(), &s) >= 0);
   m->placing[k] = s.placing;
+  m->pinned[k] = s.workers_pinned;
 }
 
 static void meet_parent(void* arg) {
@@ -558,26 +559,60 @@ static void provisional_child(int cores) {
   if (weft_runtime_create(&rt, NULL) != 0)
     _exit(1);
   weft_counter_init(&c, 0);
-  if (weft_spawn(rt, meet_parent, &m, &c) != 0 ||
-      weft_counter_wait(&c, 0) != 0)
+  if (weft_spawn(rt, meet_parent, &m, &c) != 0 || weft_counter_wait(&c, 0) != 0)
     _exit(2);
   if (atomic_load(&m.arrived) != 2 || m.worker[0] == m.worker[1])
     _exit(3);
   for (k = 0; k < 2; k++) {
     if (m.worker[k] == m.parent)
       continue; /* its worker popped it: no steal there */
-    if (!m.placing[k])
+    if (!m.placing[k] || m.pinned[k] != 0)
       _exit(PREMISE_MISSED); /* the plan had bound it already */
     /* The thief: on one CPU, before the placer bound anything. */
     if (CPU_COUNT(&m.set[k]) != 1)
       _exit(4);
   }
-  /* The placer's binding replaces it: one CPU each, all different. */
+  /* The placer's binding replaces it. */
   if (!placed(rt, &s) || s.workers_pinned != s.workers)
     _exit(6);
   if (weft_runtime_destroy(rt) != 0 || atomic_load(&test_failures) != 0)
     _exit(7);
   _exit(0);
+}
+
+/* weft_run over within the wait, with steals on both workers: the
+ * caller's thread (worker 0) comes back with the mask it had. */
+static void run_meet_main(void* arg) {
+  meet_t* m = arg;
+  weft_stats_t s;
+  meet_parent(m);
+  /* A second round, so that each worker steals at least once. */
+  atomic_store(&m->arrived, 0);
+  meet_parent(m);
+  if (weft_stats(weft_runtime_self(), &s) >= 0 &&
+      (!s.placing || s.workers_pinned != 0))
+    m->parent = -2; /* the placer came first */
+}
+
+static void run_mask_child(int cores) {
+  cpu_set_t before;
+  cpu_set_t after;
+  meet_t m;
+
+  if (cores < 2)
+    _exit(0);
+  memset(&m, 0, sizeof(m));
+  if (sched_getaffinity(0, sizeof(before), &before) != 0)
+    _exit(1);
+  if (weft_run(NULL, run_meet_main, &m) != 0)
+    _exit(2);
+  if (m.parent == -2)
+    _exit(PREMISE_MISSED);
+  if (sched_getaffinity(0, sizeof(after), &after) != 0)
+    _exit(3);
+  if (!CPU_EQUAL(&before, &after))
+    _exit(4);
+  _exit(atomic_load(&test_failures) != 0 ? 5 : 0);
 }
 
 /* A runtime gone before the placer's delay: nothing waits for hwloc, and
@@ -649,9 +684,19 @@ static void run_placed_main(void* arg) {
 
 static void placed_run_child(void) {
   int status = -1;
+  cpu_set_t before;
+  cpu_set_t after;
+  if (sched_getaffinity(0, sizeof(before), &before) != 0)
+    _exit(19);
   if (weft_run(NULL, run_placed_main, &status) != 0)
     _exit(20);
-  _exit(status < 0 ? 21 : status == 0 ? 0 : 21 + status);
+  if (status != 0)
+    _exit(status < 0 ? 21 : 21 + status);
+  /* Bound inside, it comes back with the mask it had. */
+  if (sched_getaffinity(0, sizeof(after), &after) != 0 ||
+      !CPU_EQUAL(&before, &after))
+    _exit(25);
+  _exit(0);
 }
 
 static void fork_child(void (*child)(int), int arg, const char* name) {
@@ -772,6 +817,7 @@ static void topology_placed_after_start(void** state) {
   this_machine(&cores, &pus);
   fork_child(placed_later_child, cores, "placed_later_child");
   fork_child(provisional_child, cores, "provisional_child");
+  fork_child(run_mask_child, cores, "run_mask_child");
   fork_child(never_child, 0, "placed_never_child");
   fork_child(run_child, 0, "placed_run_child");
   /* Under ASan, LeakSanitizer's own check at exit hangs now and then in
