@@ -808,8 +808,9 @@ struct weft_runtime_s {
   struct weft__placer_s* placer;
   weft_placement_t place_later;
   /* A worker that steals before the placer is done binds itself to a CPU
-   * of its own meanwhile (worker.c); under prov_lock, which the placer
-   * holds while it binds, so that one never undoes the other. */
+   * of its own meanwhile (worker.c), under prov_lock; the placer sets
+   * place_done under it before it binds, so no provisional bind comes
+   * after (and undoes) the plan's. */
   weft__spin_t prov_lock;
   bool place_done;            /* under prov_lock, as the two below */
   int* prov_cpus;             /* worker i's CPU, made by the first thief */
