@@ -57,7 +57,12 @@ typedef struct weft__plan_s weft__plan_t;
 
 /* ---- task: the common head of everything a queue holds ---------------- */
 
-enum { WEFT__TASK_JOB = 1, WEFT__TASK_FIBER = 2, WEFT__TASK_RANGE = 3 };
+enum {
+  WEFT__TASK_JOB = 1,
+  WEFT__TASK_FIBER = 2,
+  WEFT__TASK_RANGE = 3,
+  WEFT__TASK_OFFER = 4 /* only ever in a worker's offer slot */
+};
 
 /* Queues hold tasks: new jobs and ready fibers share them. `next` links a
  * task into the injection queue, a mailbox or a free list. */
@@ -117,6 +122,11 @@ typedef struct weft__job_s {
  * valid and its task, fn, arg, counter and owner fields untouched. */
 int weft__spawn_embedded(weft_runtime_t* rt, weft__job_t* j, weft_job_cb fn,
                          void* arg);
+/* weft_spawn for a piece of a parallel loop (parallel.c): never into a
+ * spawn stream, whose thieves wait for a run of jobs, where a loop's few
+ * halves should go at once. */
+int weft__spawn_piece(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                      weft_counter_t* counter);
 
 /* A worker's free job records (owner only). */
 typedef struct weft__jobpool_s {
@@ -573,6 +583,9 @@ struct weft__worker_s {
   WEFT__ALIGNED weft__rslot_t rslot;
   /* The spawn stream's unstarted jobs (range.c). */
   WEFT__ALIGNED weft__sslot_t sslot;
+  /* Work offered to this worker in particular (weft__worker_offer); its
+   * own line: the worker reads it at every look for work. */
+  WEFT__ALIGNED _Atomic(struct weft__offer_s*) offer;
   pthread_t thread;
   bool thread_started;
   /* Provisional binding (worker.c): pending until the first steal while
@@ -582,6 +595,26 @@ struct weft__worker_s {
   bool prov_bound;
   cpu_set_t prov_prev;
 };
+
+/* A piece of work one worker offers another (parallel.c's team split):
+ * the offerer's memory, run by the worker that takes it from its slot, or
+ * taken back by the offerer. It is no job: the offerer's job is running
+ * until the piece is done, so the pieces need no count of their own for
+ * weft_runtime_destroy's quiescence check. */
+typedef struct weft__offer_s {
+  weft__task_t task; /* kind WEFT__TASK_OFFER */
+  /* Runs on the taker's fiber, as a job would; its last touch of o and
+   * of what o belongs to is the end of its own wait (a counter's
+   * decrement). */
+  void (*run)(struct weft__offer_s* o);
+} weft__offer_t;
+
+/* Puts o in worker k's offer slot: false if the slot holds another offer
+ * (then o stays the caller's). */
+bool weft__worker_offer(weft__worker_t* k, weft__offer_t* o);
+/* Takes o back out of k's slot: true if k had not taken it (the caller
+ * runs it now), false if k took it (k runs it, or has). */
+bool weft__worker_reclaim(weft__worker_t* k, weft__offer_t* o);
 
 /* The worker running the calling code, or NULL. noinline: a fiber can
  * migrate between workers, and an inlined TLS address cached in a
@@ -624,11 +657,9 @@ static inline void weft__job_begin(weft__fiber_t* f, int16_t pin,
   f->task.prio = prio;
   f->gen = ++f->gen_last;
 }
-/* A job that ran on fiber f, now on worker w, returned: clear what it left
- * on the fiber, count its decrement of c (held back, see dec_c) and its
- * completion. */
-static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
-                                 weft__counter_t* c) {
+/* A job (or an offer) that ran on fiber f returned: clear what it left on
+ * the fiber. */
+static inline void weft__job_reset(weft__fiber_t* f) {
   if (f->fls_used) {
     for (unsigned i = 0; i < WEFT_FLS_SLOTS; i++)
       f->fls[i] = NULL;
@@ -636,6 +667,13 @@ static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
   }
   f->task.pin = -1;
   f->task.prio = WEFT_PRIORITY_NORMAL;
+}
+/* A job that ran on fiber f, now on worker w, returned: clear what it left
+ * on the fiber, count its decrement of c (held back, see dec_c) and its
+ * completion. */
+static inline void weft__job_end(weft__worker_t* w, weft__fiber_t* f,
+                                 weft__counter_t* c) {
+  weft__job_reset(f);
   if (c != NULL) {
     /* Cached: the next job on the same counter (the common fan-out) adds
      * to the same decrement; anything else applies it first. At most

@@ -204,7 +204,8 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
         half->end = end;
         half->ns_per = ns_per;
       }
-      if (half == NULL || weft_spawn(pf->rt, pf_job, half, &pf->done) != 0) {
+      if (half == NULL ||
+          weft__spawn_piece(pf->rt, pf_job, half, &pf->done) != 0) {
         can_split = false; /* the rest runs here, still in grains */
       } else {
         /* The spawn's look for a sleeper to wake is unfenced and can miss
@@ -257,6 +258,125 @@ static void pf_job(void* arg) {
   pf_run(r->pf, r->begin, r->end, r->ns_per);
 }
 
+/* ---- the team split ------------------------------------------------------
+ *
+ * A loop called from a job, whose body this worker has measured (a hint),
+ * worth at least WEFT__PF_TEAM_NS: cut into one contiguous slice per
+ * worker, as OpenMP's static schedule does, and slice k offered to worker
+ * k directly (its offer slot, which an idle worker reads at every look for
+ * work) instead of waiting for a thief to find a half. The same worker
+ * gets the same part of every such loop over the same range: in a
+ * hierarchy walked level by level, the part whose inputs it wrote the
+ * level before (bench_tree). Each slice runs as pf_run, so an uneven
+ * slice is still split for thieves. A slice whose worker has not taken it
+ * by the time ours is done, we take back and run; then we wait for the
+ * taken ones spinning a little (they are about as long as ours) rather
+ * than suspending, which would let the fiber move to the worker that
+ * finishes last, away from its data. */
+#ifndef WEFT__PF_TEAM_NS
+#define WEFT__PF_TEAM_NS 1500.0
+#endif
+/* The most workers a loop is offered to: each offer and take-back costs a
+ * cache line from that worker. */
+#define WEFT__PF_TEAM_MAX 8
+/* How long past our own slice's time the join spins before it suspends. */
+#ifndef WEFT__PF_JOIN_NS
+#define WEFT__PF_JOIN_NS 4000
+#endif
+
+typedef struct {
+  weft__offer_t offer; /* first: the worker's slot holds &offer */
+  pf_t* pf;
+  size_t begin;
+  size_t end;
+  double ns_per;
+  bool out; /* in k's slot, or taken from there by k */
+} pf_slice_t;
+
+static weft__counter_t* pf_done(pf_t* pf) {
+  return (weft__counter_t*)(void*)&pf->done;
+}
+
+/* On the worker that took the slice. */
+static void pf_slice_run(weft__offer_t* o) {
+  pf_slice_t* sl = (pf_slice_t*)(void*)o;
+  pf_t* pf = sl->pf;
+  pf_run(pf, sl->begin, sl->end, sl->ns_per);
+  /* Our last touch of sl and pf: at zero the owner may return. */
+  weft__counter_sub(pf_done(pf), 1);
+}
+
+/* Waits for the slices others took: spins while they are likely about to
+ * end (up to WEFT__PF_JOIN_NS past `own_ns`, our slice's time) and while
+ * nobody has work to steal; then, or if our own queue holds pieces of the
+ * loop, the counter's wait (which runs those, or suspends). */
+static void pf_join(pf_t* pf, uint64_t own_ns) {
+  weft__counter_t* c = pf_done(pf);
+  weft__worker_t* w = weft__worker_current();
+  uint64_t t0;
+  unsigned i;
+
+  weft__worker_dec_flush(w);
+  if (!weft__counter_above(c, 0) || !weft__worker_own_empty(w))
+    return;
+  t0 = weft__clock_ns();
+  for (i = 1; weft__counter_above(c, 0); i++) {
+    weft__cpu_relax();
+    if (i % 64 == 0 && (weft__clock_ns() - t0 > own_ns + WEFT__PF_JOIN_NS ||
+                        weft__idle_work_visible(pf->rt, w, true)))
+      break;
+  }
+}
+
+/* The team split of [begin, end) on worker w, if the loop qualifies;
+ * false: it does not, nothing ran. The caller waits for pf->done. */
+static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
+  weft_runtime_t* rt = pf->rt;
+  unsigned p = rt->nworkers;
+  pf_slice_t sl[WEFT__PF_TEAM_MAX];
+  const weft__pf_hint_t* h = pf_hint(w, pf->fn);
+  size_t n = end - begin;
+  unsigned me = w->index;
+  unsigned k;
+  int64_t mine = 0;
+  uint64_t t0;
+
+  if (p < 2 || p > WEFT__PF_TEAM_MAX || n < p || h->fn != pf->fn ||
+      h->ns_per * (double)n < WEFT__PF_TEAM_NS)
+    return false;
+  /* Every other slice counted up front, with no RMW: nobody sees the
+   * counter before the first offer. The ones we run are taken off at the
+   * end, in one decrement. */
+  weft_counter_init(&pf->done, (int64_t)p - 1);
+  for (k = 0; k < p; k++) {
+    if (k == me)
+      continue;
+    sl[k].pf = pf;
+    sl[k].begin = begin + n * k / p;
+    sl[k].end = begin + n * (k + 1) / p;
+    sl[k].ns_per = h->ns_per;
+    sl[k].offer.run = pf_slice_run;
+    sl[k].out = weft__worker_offer(&rt->workers[k], &sl[k].offer);
+  }
+  t0 = weft__clock_ns();
+  pf_run(pf, begin + n * me / p, begin + n * (me + 1) / p, h->ns_per);
+  t0 = weft__clock_ns() - t0;
+  for (k = 0; k < p; k++) {
+    if (k == me)
+      continue;
+    if (sl[k].out && !weft__worker_reclaim(&rt->workers[k], &sl[k].offer))
+      continue; /* k runs it */
+    pf_run(pf, sl[k].begin, sl[k].end, sl[k].ns_per);
+    mine++;
+  }
+  if (mine > 0)
+    weft__counter_sub(pf_done(pf), mine);
+  pf_join(pf, t0);
+  /* The slices must outlive their runs: wait here, in their frame. */
+  weft_counter_wait(&pf->done, 0);
+  return true;
+}
+
 int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
                       size_t grain, weft_range_cb fn, void* arg) {
   weft__worker_t* w = weft__worker_current();
@@ -296,7 +416,8 @@ int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
   if (w != NULL && w->current != NULL && w->rt == rt) {
     /* From a job: the root is ours to run, with no spawn or wake-up, so a
      * loop too small to split costs a few calls. */
-    pf_run(&pf, begin, end, 0.0);
+    if (!pf_team(&pf, w, begin, end))
+      pf_run(&pf, begin, end, 0.0);
   } else {
     pf_range_t* root = pf_record(&pf, 0);
     atomic_store_explicit(&pf.next, 1, memory_order_relaxed);

@@ -185,6 +185,7 @@ static int workers_alloc(weft_runtime_t* rt, unsigned n) {
     atomic_init(&w->sslot.next, 0);
     atomic_init(&w->sslot.looked, (uint64_t)UINT32_MAX << 32);
     atomic_init(&w->sslot.end, 0);
+    atomic_init(&w->offer, NULL);
     for (p = 0; p < WEFT__NPRIO; p++) {
       err = weft__deque_init(&w->dq[p], p == WEFT_PRIORITY_NORMAL ? 10 : 4);
       if (err != 0)

@@ -61,22 +61,13 @@ static void counter_inc(weft__worker_t* w, weft__counter_t* c, int64_t n) {
         memory_order_relaxed);
 }
 
-int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
-                  weft_counter_t* counter, const weft_spawn_opts_t* opts) {
+/* One job; `stream`: it may go into a spawn stream (range.c). */
+static int spawn_one(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                     weft_counter_t* counter, int prio, int pin, bool stream) {
   weft__worker_t* w;
   weft__job_t* j;
-  int prio = WEFT_PRIORITY_NORMAL;
-  int pin = -1;
   int err;
 
-  if (fn == NULL)
-    return -EINVAL;
-  if (opts != NULL) {
-    if ((unsigned)opts->priority > WEFT_PRIORITY_LOW || opts->worker < -1)
-      return -EINVAL;
-    prio = (int)opts->priority;
-    pin = opts->worker;
-  }
   err = prepare(&rt, &w);
   if (err != 0)
     return err;
@@ -88,7 +79,7 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
    * until the flush, which wakes the pool itself. */
   if (w == NULL && pin < 0 && !weft__batch_is_open(rt))
     weft__idle_wake_early(rt);
-  if (w != NULL && pin < 0 && prio == WEFT_PRIORITY_NORMAL) {
+  if (stream && w != NULL && pin < 0 && prio == WEFT_PRIORITY_NORMAL) {
     weft__counter_t* c = counter != NULL ? cast(counter) : NULL;
     weft_job_t* sj = weft__stream_slot(w, c);
     if (sj != NULL) {
@@ -122,9 +113,30 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
   return 0;
 }
 
+int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                  weft_counter_t* counter, const weft_spawn_opts_t* opts) {
+  int prio = WEFT_PRIORITY_NORMAL;
+  int pin = -1;
+
+  if (fn == NULL)
+    return -EINVAL;
+  if (opts != NULL) {
+    if ((unsigned)opts->priority > WEFT_PRIORITY_LOW || opts->worker < -1)
+      return -EINVAL;
+    prio = (int)opts->priority;
+    pin = opts->worker;
+  }
+  return spawn_one(rt, fn, arg, counter, prio, pin, true);
+}
+
 int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
                weft_counter_t* counter) {
   return weft_spawn_ex(rt, fn, arg, counter, NULL);
+}
+
+int weft__spawn_piece(weft_runtime_t* rt, weft_job_cb fn, void* arg,
+                      weft_counter_t* counter) {
+  return spawn_one(rt, fn, arg, counter, WEFT_PRIORITY_NORMAL, -1, false);
 }
 
 int weft_spawn_batch(weft_runtime_t* rt, const weft_job_t* jobs, size_t n,

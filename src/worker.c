@@ -331,10 +331,56 @@ static bool level_busy(weft_runtime_t* rt, weft__worker_t* w, int prio) {
          atomic_load_explicit(&w->mailbox.len[prio], memory_order_relaxed);
 }
 
+bool weft__worker_offer(weft__worker_t* k, weft__offer_t* o) {
+  weft__offer_t* none = NULL;
+  o->task.kind = WEFT__TASK_OFFER;
+  o->task.prio = WEFT_PRIORITY_NORMAL;
+  o->task.pin = -1;
+  o->task.next = NULL;
+  /* Release: o and what it points to, written before, come with it; pairs
+   * with the acquire exchange in take_offer. Relaxed on failure: we only
+   * learn that the slot is taken. */
+  return atomic_compare_exchange_strong_explicit(
+      &k->offer, &none, o, memory_order_release, memory_order_relaxed);
+}
+
+bool weft__worker_reclaim(weft__worker_t* k, weft__offer_t* o) {
+  weft__offer_t* want = o;
+  /* Relaxed: o is ours again, as we left it; if k took it instead, its
+   * run is waited for through o's own counter, not through this slot. The
+   * CAS and take_offer's exchange decide who runs o: exactly one wins. */
+  return atomic_compare_exchange_strong_explicit(
+      &k->offer, &want, NULL, memory_order_relaxed, memory_order_relaxed);
+}
+
+/* Work offered to w in particular: first at every look, one load of a
+ * line of w's own while there is none. */
+static weft__task_t* take_offer(weft__worker_t* w) {
+  if (WEFT__LIKELY(atomic_load_explicit(&w->offer, memory_order_relaxed) ==
+                   NULL))
+    return NULL;
+  /* Acquire: pairs with the release CAS in weft__worker_offer. */
+  return (weft__task_t*)atomic_exchange_explicit(&w->offer, NULL,
+                                                 memory_order_acquire);
+}
+
+/* Runs an offer on w's fiber, as run_job runs a job (but it counts no
+ * completion: see weft__offer_t). */
+static void run_offer(weft__worker_t* w, weft__offer_t* o) {
+  weft__fiber_t* f = w->current;
+  weft__job_begin(f, -1, WEFT_PRIORITY_NORMAL);
+  o->run(o);
+  weft__job_reset(f);
+}
+
 /* One look through every source, in priority order. */
 static weft__task_t* find_once(weft__worker_t* w, bool stealing, bool own) {
   weft_runtime_t* rt = w->rt;
   weft__task_t* t;
+
+  t = take_offer(w);
+  if (t != NULL)
+    return t;
 
   if (level_busy(rt, w, WEFT_PRIORITY_HIGH)) {
     t = take_level(w, WEFT_PRIORITY_HIGH, stealing, own);
@@ -408,8 +454,13 @@ static weft__task_t* find_task(weft__worker_t* w) {
         return NULL;
       }
       if (round < WEFT__SPIN_PAUSE_ROUNDS) {
-        for (unsigned i = 0; i < (1u << round); i++)
+        /* Watching the offer slot, a line of our own: an offer is meant
+         * for us, and its offerer is counting the time. */
+        for (unsigned i = 0; i < (1u << round); i++) {
           weft__cpu_relax();
+          if (atomic_load_explicit(&w->offer, memory_order_relaxed) != NULL)
+            break;
+        }
         continue;
       }
       now = weft__clock_ns();
@@ -563,6 +614,8 @@ void weft__worker_loop(void) {
       run_job(w, (weft__job_t*)t);
     } else if (t->kind == WEFT__TASK_RANGE) {
       weft__range_run(w, (weft__range_t*)t);
+    } else if (t->kind == WEFT__TASK_OFFER) {
+      run_offer(w, (weft__offer_t*)t);
     } else {
       weft__fiber_resume(w, (weft__fiber_t*)t);
     }
