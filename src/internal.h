@@ -13,6 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h> /* __rdtsc */
+#endif
 
 #include "weft.h"
 #include "context.h"
@@ -84,6 +87,30 @@ static inline uint64_t weft__clock_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- clock.c: short spans on the TSC ----------------------------------- */
+
+/* Whether the CPU has an invariant TSC (runtime.c's CPUID, once). */
+extern bool weft__has_tsc;
+/* ns per TSC tick, or 0: time this span with weft__clock_ns. Read once
+ * per span; both ends of a span then use the same clock. */
+double weft__tsc_ns_get(void);
+/* A span's end or start on the clock weft__tsc_ns_get chose. */
+static inline uint64_t weft__span_now(double tsc_ns) {
+#if defined(__x86_64__) || defined(__i386__)
+  if (tsc_ns > 0.0)
+    return __rdtsc();
+#endif
+  (void)tsc_ns;
+  return weft__clock_ns();
+}
+/* The span from..to in ns. A fiber that moved between the reads may see
+ * another CPU's TSC a little behind: no span, not a huge one. */
+static inline double weft__span_ns(uint64_t from, uint64_t to, double tsc_ns) {
+  if (to <= from)
+    return 0.0;
+  return tsc_ns > 0.0 ? (double)(to - from) * tsc_ns : (double)(to - from);
 }
 
 /* ---- lock.c: a small spinlock for short critical sections ------------- */

@@ -169,6 +169,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
   uint64_t t0;
   size_t win = 0; /* elements run in the window since t0 */
   size_t want = 1;
+  double tk = weft__tsc_ns_get(); /* the clock of this run's spans */
 
   if (ns_per > 0.0) {
     want = pf_window(ns_per, 0, end - begin); /* the splitter's figure */
@@ -181,22 +182,22 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
       ns_per = h->ns_per;
     want = 1;
   }
-  t0 = weft__clock_ns();
+  t0 = weft__span_now(tk);
   while (end - begin > pf->grain) {
     size_t n;
-    /* Our queue is the deque and the spawn stream both: after 16 splits
-     * our halves go to the stream (range.c). */
+    /* Our queue is the deque, and a spawn stream the body may have
+     * opened (our halves never go to one: weft__spawn_piece). */
     if (can_split &&
         (ns_per <= 0.0 ||
          (double)(end - begin) * ns_per >= WEFT__PF_SPLIT_NS) &&
         weft__worker_own_empty(weft__worker_current())) {
       size_t mid = begin + (end - begin) / 2;
-      uint64_t now = weft__clock_ns();
+      uint64_t now = weft__span_now(tk);
       /* Relaxed: the index is only a claim; the record is handed to the
        * job by the spawn's publication. */
       pf_range_t* half = pf_record(
           pf, atomic_fetch_add_explicit(&pf->next, 1, memory_order_relaxed));
-      total_ns += (double)(now - t0);
+      total_ns += weft__span_ns(t0, now, tk);
       total += win;
       if (half != NULL) {
         half->pf = pf;
@@ -214,7 +215,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
         weft__idle_notify(pf->rt);
         end = mid;
       }
-      t0 = weft__clock_ns();
+      t0 = weft__span_now(tk);
       win = 0;
       want = pf_window(ns_per, want / 2, end - begin);
       continue;
@@ -228,8 +229,8 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
     begin += n;
     win += n;
     if (win >= want) {
-      uint64_t now = weft__clock_ns();
-      double took = (double)(now - t0);
+      uint64_t now = weft__span_now(tk);
+      double took = weft__span_ns(t0, now, tk);
       total_ns += took;
       total += win;
       if (took >= WEFT__PF_TRUST_NS)
@@ -248,7 +249,7 @@ static void pf_run(pf_t* pf, size_t begin, size_t end, double ns_per) {
     pf->fn(begin, end, pf->arg);
     win += end - begin;
   }
-  total_ns += (double)(weft__clock_ns() - t0);
+  total_ns += weft__span_ns(t0, weft__span_now(tk), tk);
   total += win;
   pf_learn(pf, total_ns / (double)total);
 }
@@ -310,7 +311,7 @@ static void pf_slice_run(weft__offer_t* o) {
  * end (up to WEFT__PF_JOIN_NS past `own_ns`, our slice's time) and while
  * nobody has work to steal; then, or if our own queue holds pieces of the
  * loop, the counter's wait (which runs those, or suspends). */
-static void pf_join(pf_t* pf, uint64_t own_ns) {
+static void pf_join(pf_t* pf, double own_ns, double tk) {
   weft__counter_t* c = pf_done(pf);
   weft__worker_t* w = weft__worker_current();
   uint64_t t0;
@@ -319,10 +320,11 @@ static void pf_join(pf_t* pf, uint64_t own_ns) {
   weft__worker_dec_flush(w);
   if (!weft__counter_above(c, 0) || !weft__worker_own_empty(w))
     return;
-  t0 = weft__clock_ns();
+  t0 = weft__span_now(tk);
   for (i = 1; weft__counter_above(c, 0); i++) {
     weft__cpu_relax();
-    if (i % 64 == 0 && (weft__clock_ns() - t0 > own_ns + WEFT__PF_JOIN_NS ||
+    if (i % 64 == 0 && (weft__span_ns(t0, weft__span_now(tk), tk) >
+                            own_ns + WEFT__PF_JOIN_NS ||
                         weft__idle_work_visible(pf->rt, w, true)))
       break;
   }
@@ -339,6 +341,8 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
   unsigned me = w->index;
   unsigned k;
   int64_t mine = 0;
+  double tk = weft__tsc_ns_get();
+  double own_ns;
   uint64_t t0;
 
   if (p < 2 || p > WEFT__PF_TEAM_MAX || n < p || h->fn != pf->fn ||
@@ -358,9 +362,9 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
     sl[k].offer.run = pf_slice_run;
     sl[k].out = weft__worker_offer(&rt->workers[k], &sl[k].offer);
   }
-  t0 = weft__clock_ns();
+  t0 = weft__span_now(tk);
   pf_run(pf, begin + n * me / p, begin + n * (me + 1) / p, h->ns_per);
-  t0 = weft__clock_ns() - t0;
+  own_ns = weft__span_ns(t0, weft__span_now(tk), tk);
   for (k = 0; k < p; k++) {
     if (k == me)
       continue;
@@ -371,7 +375,7 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
   }
   if (mine > 0)
     weft__counter_sub(pf_done(pf), mine);
-  pf_join(pf, t0);
+  pf_join(pf, own_ns, tk);
   /* The slices must outlive their runs: wait here, in their frame. */
   weft_counter_wait(&pf->done, 0);
   return true;

@@ -87,15 +87,18 @@ static int config_check(const weft_config_t* cfg) {
 bool weft__has_prefetchw;
 
 /* CPUID once per process (a VM exit under a hypervisor): PREFETCHW is
- * leaf 0x80000001's ECX bit 8. Written before any worker starts (thread
- * creation orders it before their reads); pthread_once orders it for
- * every creator. */
+ * leaf 0x80000001's ECX bit 8; the invariant TSC below. Written before any
+ * worker starts (thread creation orders it before their reads); pthread_once
+ * orders it for every creator. */
 static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
 static void cpu_detect(void) {
 #if defined(__x86_64__) || defined(__i386__)
   unsigned a, b, c, d;
   if (__get_cpuid(0x80000001, &a, &b, &c, &d))
     weft__has_prefetchw = (c >> 8) & 1;
+  /* Invariant TSC: leaf 0x80000007's EDX bit 8 (Intel and AMD). */
+  if (__get_cpuid(0x80000007, &a, &b, &c, &d))
+    weft__has_tsc = (d >> 8) & 1;
 #endif
 }
 
