@@ -177,6 +177,9 @@ typedef struct weft_worker_stats_s {
   uint64_t stacks_thp;
   uint64_t stacks_normal;
   uint64_t stacks_bound;
+  /* Slices of a parallel loop offered to this worker in particular that
+   * it ran (weft_parallel_for's team split; not counted in jobs_run). */
+  uint64_t offers_taken;
 } weft_worker_stats_t;
 
 /* Runtime-wide statistics: the sum over workers, plus shared state. */
@@ -194,6 +197,7 @@ typedef struct weft_stats_s {
   uint64_t stacks_thp;
   uint64_t stacks_normal;
   uint64_t stacks_bound; /* stacks bound to their worker's NUMA node */
+  uint64_t offers_taken; /* summed over workers (see above) */
   /* Workers bound to their planned PU. The first runtime in a process
    * starts its workers unbound while hwloc loads in the background (about
    * 1-2 ms), and binds them, and the stacks made so far, after: `placing`

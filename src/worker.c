@@ -368,6 +368,7 @@ static weft__task_t* take_offer(weft__worker_t* w) {
  * completion: see weft__offer_t). */
 static void run_offer(weft__worker_t* w, weft__offer_t* o) {
   weft__fiber_t* f = w->current;
+  bump(&w->stats.offers_taken);
   weft__job_begin(f, -1, WEFT_PRIORITY_NORMAL);
   o->run(o);
   weft__job_reset(f);

@@ -3,6 +3,7 @@
  * splits a loop only when the rest is worth a steal, by time.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 #include <time.h>
 
@@ -306,6 +307,117 @@ static void parallel_for_remembers_cost(void** state) {
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
+/* ---- the team split --------------------------------------------------
+ * A loop from a job whose body this worker has timed at 1.5 us or more is
+ * cut into one slice per worker, each put in its worker's offer slot; the
+ * caller takes back the slices nobody took and runs them. */
+
+typedef struct {
+  weft_runtime_t* rt;
+  atomic_int go;      /* the blocker is running (1), may return (2) */
+  atomic_int on_zero; /* elements run on worker 0 */
+  atomic_int elsewhere;
+  atomic_int bad; /* a loop's count came out wrong */
+  long loops;
+} team_t;
+
+static void team_body(size_t begin, size_t end, void* arg) {
+  team_t* t = arg;
+  size_t i;
+  for (i = begin; i < end; i++) {
+    spin_us(1);
+    atomic_fetch_add(weft_worker_id() == 0 ? &t->on_zero : &t->elsewhere, 1);
+  }
+}
+
+/* Holds worker 1 (pinned there) until the loops are done. */
+static void team_blocker(void* arg) {
+  team_t* t = arg;
+  atomic_store(&t->go, 1);
+  while (atomic_load(&t->go) != 2)
+    sched_yield();
+}
+
+/* Pinned to worker 0: `loops` loops of 64 elements of 1 us. */
+static void team_loops(void* arg) {
+  team_t* t = arg;
+  long i;
+  while (atomic_load(&t->go) == 0)
+    sched_yield();
+  for (i = 0; i < t->loops; i++) {
+    int before = atomic_load(&t->on_zero) + atomic_load(&t->elsewhere);
+    if (weft_parallel_for(NULL, 0, 64, 0, team_body, t) != 0 ||
+        atomic_load(&t->on_zero) + atomic_load(&t->elsewhere) != before + 64)
+      atomic_fetch_add(&t->bad, 1);
+  }
+}
+
+static void team_run(team_t* t, bool block) {
+  weft_spawn_opts_t on0 = {WEFT_PRIORITY_NORMAL, 0};
+  weft_spawn_opts_t on1 = {WEFT_PRIORITY_NORMAL, 1};
+  weft_counter_t loops;
+  weft_counter_t blocker;
+  weft_counter_init(&loops, 0);
+  weft_counter_init(&blocker, 0);
+  atomic_init(&t->go, block ? 0 : 1);
+  if (block)
+    assert_int_equal(weft_spawn_ex(t->rt, team_blocker, t, &blocker, &on1), 0);
+  assert_int_equal(weft_spawn_ex(t->rt, team_loops, t, &loops, &on0), 0);
+  assert_int_equal(weft_counter_wait(&loops, 0), 0);
+  atomic_store(&t->go, 2);
+  assert_int_equal(weft_counter_wait(&blocker, 0), 0);
+  assert_int_equal(atomic_load(&t->bad), 0);
+}
+
+static team_t* team_new(long loops) {
+  team_t* t = calloc(1, sizeof(*t));
+  assert_non_null(t);
+  t->rt = test_runtime(2);
+  t->loops = loops;
+  return t;
+}
+
+static uint64_t offers_taken(weft_runtime_t* rt, unsigned k) {
+  weft_worker_stats_t s;
+  assert_int_equal(weft_worker_stats(rt, k, &s), 0);
+  return s.offers_taken;
+}
+
+/* Worker 1 busy in a job the whole time: every slice offered to it comes
+ * back, and worker 0 runs every element; then worker 1, free again, finds
+ * no stale offer in its slot (a run of one would touch a dead loop: ASan
+ * and Valgrind see it) and does its share of later loops. */
+static void parallel_for_team_takes_back(void** state) {
+  team_t* t = team_new(test_size(50));
+  (void)state;
+  team_run(t, true);
+  assert_int_equal(atomic_load(&t->elsewhere), 0);
+  assert_int_equal(atomic_load(&t->on_zero), 64 * t->loops);
+  assert_int_equal(offers_taken(t->rt, 1), 0);
+  check_range(t->rt, 0, 100000, 0);
+  assert_int_equal(weft_runtime_destroy(t->rt), 0);
+  free(t);
+}
+
+/* Worker 1 idle: it takes the slices offered to it (after the first loop,
+ * which teaches worker 0 the body's cost), and runs a share of the
+ * elements. Valgrind runs one thread at a time and may never let worker 1
+ * look in time; there only the counts are checked. */
+static void parallel_for_team_offers_reach_idle_worker(void** state) {
+  team_t* t = team_new(test_size(200));
+  (void)state;
+  team_run(t, false);
+  assert_int_equal(atomic_load(&t->on_zero) + atomic_load(&t->elsewhere),
+                   64 * t->loops);
+  if (getenv("WEFT_VALGRIND") == NULL) {
+    assert_true(offers_taken(t->rt, 1) > 0);
+    assert_true(atomic_load(&t->elsewhere) > 0);
+  }
+  assert_int_equal(offers_taken(t->rt, 0), 0); /* the caller's own */
+  assert_int_equal(weft_runtime_destroy(t->rt), 0);
+  free(t);
+}
+
 /* ---- random nesting ------------------------------------------------------
  * Loops of random sizes and grains from jobs of two runtimes and from a
  * plain thread, whose bodies now and then suspend (spawn a job and wait
@@ -445,6 +557,8 @@ int main(void) {
       cmocka_unit_test(parallel_for_expensive_splits),
       cmocka_unit_test(parallel_for_turns_expensive_splits),
       cmocka_unit_test(parallel_for_remembers_cost),
+      cmocka_unit_test(parallel_for_team_takes_back),
+      cmocka_unit_test(parallel_for_team_offers_reach_idle_worker),
       cmocka_unit_test(parallel_for_random_nesting),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
