@@ -1,8 +1,9 @@
 /* worker.c: the scheduling loop.
  *
- * A worker takes work in this order: queued high-priority work anywhere,
- * then its own deque (LIFO), its mailbox, the injection queue (first, every
- * 61st tick, so outside work never starves), steals from victims nearest
+ * A worker takes work in this order: a slice offered to it in particular
+ * (its offer slot, parallel.c's team split), queued high-priority work
+ * anywhere, then its own deque (LIFO), its mailbox, the injection queue (first,
+ * every 61st tick, so outside work never starves), steals from victims nearest
  * first with a random start, low-priority work last; then it spins a little
  * and parks. Ready fibers and new jobs share the queues: a job runs on the
  * current fiber; a ready fiber is switched to.
