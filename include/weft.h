@@ -177,8 +177,10 @@ typedef struct weft_worker_stats_s {
   uint64_t stacks_thp;
   uint64_t stacks_normal;
   uint64_t stacks_bound;
-  /* Slices of a parallel loop offered to this worker in particular that
-   * it ran (weft_parallel_for's team split; not counted in jobs_run). */
+  /* weft_parallel_for's team split: slices of a loop this worker offered
+   * to another in particular, and slices offered to this one that it ran
+   * (not counted in jobs_run); the offerer ran the others itself. */
+  uint64_t offers_made;
   uint64_t offers_taken;
 } weft_worker_stats_t;
 
@@ -197,13 +199,14 @@ typedef struct weft_stats_s {
   uint64_t stacks_thp;
   uint64_t stacks_normal;
   uint64_t stacks_bound; /* stacks bound to their worker's NUMA node */
-  uint64_t offers_taken; /* summed over workers (see above) */
   /* Workers bound to their planned PU. The first runtime in a process
    * starts its workers unbound while hwloc loads in the background (about
    * 1-2 ms), and binds them, and the stacks made so far, after: `placing`
    * is 1 until then (docs/topology.md). */
   unsigned workers_pinned;
   unsigned placing;
+  uint64_t offers_made; /* summed over workers (see above) */
+  uint64_t offers_taken;
 } weft_stats_t;
 
 /* weft_config_init: fills `cfg` with the defaults. Returns 0, or -EINVAL

@@ -23,24 +23,38 @@ static uint64_t anchor_tsc;
 
 static double tsc_ns_slow(void) {
   double r = atomic_load_explicit(&tsc_ns, memory_order_relaxed);
-  uint64_t ns;
-  uint64_t tsc;
 
   if (r != 0.0)
     return r > 0.0 ? r : 0.0;
 #if defined(__x86_64__) || defined(__i386__)
+  uint64_t ns;
+  uint64_t tsc;
   if (!weft__has_tsc) {
     atomic_store_explicit(&tsc_ns, -1.0, memory_order_relaxed);
     return 0.0;
   }
-  ns = weft__clock_ns();
-  tsc = __rdtsc();
+  /* The pair bracketed by two TSC reads: a preemption between the reads
+   * would pair a time with another moment's tick (and a 4 ms slice in a
+   * 1 ms calibration, a rate 5x off). */
+  {
+    uint64_t t1 = __rdtsc();
+    ns = weft__clock_ns();
+    tsc = __rdtsc();
+    if (tsc - t1 > 100000) /* ~30 us: not one pair */
+      return 0.0;
+    tsc = t1 + (tsc - t1) / 2;
+  }
   weft__spin_lock(&cal_lock);
-  if (anchor_ns == 0) {
+  r = atomic_load_explicit(&tsc_ns, memory_order_relaxed);
+  if (r != 0.0) {
+    /* Decided while we waited: our pair may predate the anchor. */
+  } else if (anchor_ns == 0) {
     anchor_ns = ns;
     anchor_tsc = tsc;
-  } else if (ns - anchor_ns >= 1000000) {
-    /* Another CPU's anchor: the kernel keeps invariant TSCs in step. */
+  } else if ((int64_t)(ns - anchor_ns) >= 1000000) {
+    /* Another CPU's anchor: the kernel keeps invariant TSCs in step.
+     * Signed: a pair read before the anchor's (by a thread that then
+     * waited for the lock) is negative here, not 2^64 - a little. */
     r = tsc > anchor_tsc ? (double)(ns - anchor_ns) / (double)(tsc - anchor_tsc)
                          : -1.0;
     /* A rate between 100 MHz and 20 GHz, else not a clock to trust. */
@@ -50,8 +64,6 @@ static double tsc_ns_slow(void) {
   }
   weft__spin_unlock(&cal_lock);
 #else
-  (void)ns;
-  (void)tsc;
   atomic_store_explicit(&tsc_ns, -1.0, memory_order_relaxed);
 #endif
   return 0.0; /* this span still on CLOCK_MONOTONIC */

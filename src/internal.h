@@ -524,6 +524,7 @@ typedef struct weft__wstats_s {
   atomic_uint_fast64_t jobs_run;
   atomic_uint_fast64_t steals;
   atomic_uint_fast64_t failed_steals;
+  atomic_uint_fast64_t offers_made;
   atomic_uint_fast64_t offers_taken;
   atomic_uint_fast64_t parks;
   atomic_uint_fast64_t fiber_switches;

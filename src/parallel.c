@@ -284,6 +284,17 @@ static void pf_job(void* arg) {
 #ifndef WEFT__PF_JOIN_NS
 #define WEFT__PF_JOIN_NS 4000
 #endif
+/* The most of our own slice's time the join spins for: that time is wall
+ * time, and a slice that blocked or suspended (I/O, a sleep, a wait) took
+ * long without being work the others are about to finish. */
+#ifndef WEFT__PF_JOIN_MAX_NS
+#define WEFT__PF_JOIN_MAX_NS 50000.0
+#endif
+
+/* The shortest slice worth waking a parked worker for. */
+#ifndef WEFT__PF_WAKE_NS
+#define WEFT__PF_WAKE_NS 50000.0
+#endif
 
 typedef struct {
   weft__offer_t offer; /* first: the worker's slot holds &offer */
@@ -320,6 +331,8 @@ static void pf_join(pf_t* pf, double own_ns, double tk) {
   weft__worker_dec_flush(w);
   if (!weft__counter_above(c, 0) || !weft__worker_own_empty(w))
     return;
+  if (own_ns > WEFT__PF_JOIN_MAX_NS)
+    own_ns = WEFT__PF_JOIN_MAX_NS;
   t0 = weft__span_now(tk);
   for (i = 1; weft__counter_above(c, 0); i++) {
     weft__cpu_relax();
@@ -328,6 +341,13 @@ static void pf_join(pf_t* pf, double own_ns, double tk) {
                         weft__idle_work_visible(pf->rt, w, true)))
       break;
   }
+}
+
+/* Slice k of p of n elements from begin: n / p each, the first n % p one
+ * more (no n * k, which overflows for n > SIZE_MAX / p). */
+static size_t pf_cut(size_t begin, size_t n, unsigned p, unsigned k) {
+  size_t r = n % p;
+  return begin + n / p * k + (k < r ? k : r);
 }
 
 /* The team split of [begin, end) on worker w, if the loop qualifies;
@@ -345,7 +365,9 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
   double own_ns;
   uint64_t t0;
 
-  if (p < 2 || p > WEFT__PF_TEAM_MAX || n < p || h->fn != pf->fn ||
+  /* A range no longer than a given grain is one call, as in pf_run. */
+  if (p < 2 || p > WEFT__PF_TEAM_MAX || n < p ||
+      (!pf->chosen && n <= pf->grain) || h->fn != pf->fn ||
       h->ns_per * (double)n < WEFT__PF_TEAM_NS)
     return false;
   /* Every other slice counted up front, with no RMW: nobody sees the
@@ -356,14 +378,31 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
     if (k == me)
       continue;
     sl[k].pf = pf;
-    sl[k].begin = begin + n * k / p;
-    sl[k].end = begin + n * (k + 1) / p;
+    sl[k].begin = pf_cut(begin, n, p, k);
+    sl[k].end = pf_cut(begin, n, p, k + 1);
     sl[k].ns_per = h->ns_per;
     sl[k].offer.run = pf_slice_run;
     sl[k].out = weft__worker_offer(&rt->workers[k], &sl[k].offer);
+    /* Relaxed, single writer (we are w until pf_run below): a statistic. */
+    if (sl[k].out)
+      atomic_store_explicit(
+          &w->stats.offers_made,
+          atomic_load_explicit(&w->stats.offers_made, memory_order_relaxed) + 1,
+          memory_order_relaxed);
+  }
+  /* A parked worker never looks at its slot, and nobody else takes from
+   * it: wake the ones we offered to (one relaxed load while all are up),
+   * if a slice outlasts a wake-up (~40 us here before the worker runs);
+   * a shorter one we take back sooner. Paired with the offer-slot look in
+   * weft__idle_park. */
+  if (h->ns_per * (double)n / (double)p >= WEFT__PF_WAKE_NS &&
+      atomic_load_explicit(&rt->idle.unparked, memory_order_relaxed) < p) {
+    for (k = 0; k < p; k++)
+      if (k != me && sl[k].out)
+        weft__idle_notify_worker(rt, k);
   }
   t0 = weft__span_now(tk);
-  pf_run(pf, begin + n * me / p, begin + n * (me + 1) / p, h->ns_per);
+  pf_run(pf, pf_cut(begin, n, p, me), pf_cut(begin, n, p, me + 1), h->ns_per);
   own_ns = weft__span_ns(t0, weft__span_now(tk), tk);
   for (k = 0; k < p; k++) {
     if (k == me)

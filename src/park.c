@@ -228,7 +228,8 @@ bool weft__idle_work_visible(weft_runtime_t* rt, weft__worker_t* w,
   unsigned i;
   int p;
 
-  if (!weft__inject_empty(&w->mailbox, WEFT__NPRIO - 1))
+  if (!weft__inject_empty(&w->mailbox, WEFT__NPRIO - 1) ||
+      atomic_load_explicit(&w->offer, memory_order_relaxed) != NULL)
     return true;
   if (!everywhere)
     return false;

@@ -21,6 +21,7 @@ static void worker_read(weft__worker_t* w, weft_worker_stats_t* s) {
   s->stacks_thp = rd(&w->stats.stacks_thp);
   s->stacks_normal = rd(&w->stats.stacks_normal);
   s->stacks_bound = rd(&w->stats.stacks_bound);
+  s->offers_made = rd(&w->stats.offers_made);
   s->offers_taken = rd(&w->stats.offers_taken);
 }
 
@@ -55,6 +56,7 @@ int weft_stats(weft_runtime_t* rt, weft_stats_t* s) {
     s->stacks_thp += ws.stacks_thp;
     s->stacks_normal += ws.stacks_normal;
     s->stacks_bound += ws.stacks_bound;
+    s->offers_made += ws.offers_made;
     s->offers_taken += ws.offers_taken;
   }
   weft__spin_lock(&rt->fibers_lock);

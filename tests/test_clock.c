@@ -1,10 +1,11 @@
 /* test_clock.c: the TSC span clock (src/clock.c): calibrated within the
  * first milliseconds of use, it agrees with CLOCK_MONOTONIC; without an
- * invariant TSC spans stay on CLOCK_MONOTONIC; a span never runs
- * backwards. Built with its own copies of clock.c and lock.c, whose
- * internals libweft does not export.
+ * invariant TSC spans stay on CLOCK_MONOTONIC (checked in a child); a
+ * span's arithmetic never runs backwards. Built with its own copies of clock.c
+ * and lock.c, whose internals libweft does not export.
  */
 #include <cpuid.h>
+#include <sys/wait.h>
 
 #include "test_util.h"
 #include "internal.h"
@@ -58,6 +59,29 @@ static void spans_agree_with_monotonic(void** state) {
   fail_msg("the TSC span never agreed with CLOCK_MONOTONIC");
 }
 
+/* Without an invariant TSC, spans stay on CLOCK_MONOTONIC for good. In a
+ * child: the clock's choice is made once per process. */
+static void no_tsc_stays_monotonic(void** state) {
+  pid_t pid;
+  int status;
+  (void)state;
+  pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    uint64_t t0 = weft__clock_ns();
+    weft__has_tsc = false;
+    while (weft__clock_ns() - t0 < 3 * 1000000ull) {
+      if (weft__tsc_ns_get() != 0.0)
+        _exit(1);
+      usleep(100);
+    }
+    _exit(weft__span_now(0.0) >= t0 ? 0 : 2);
+  }
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void spans_never_run_backwards(void** state) {
   (void)state;
   assert_true(weft__span_ns(100, 90, 0.4) == 0.0);
@@ -68,6 +92,8 @@ static void spans_never_run_backwards(void** state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      /* First: its child must start with the clock not yet chosen. */
+      cmocka_unit_test(no_tsc_stays_monotonic),
       cmocka_unit_test(spans_agree_with_monotonic),
       cmocka_unit_test(spans_never_run_backwards),
   };

@@ -383,18 +383,28 @@ static uint64_t offers_taken(weft_runtime_t* rt, unsigned k) {
   return s.offers_taken;
 }
 
-/* Worker 1 busy in a job the whole time: every slice offered to it comes
- * back, and worker 0 runs every element; then worker 1, free again, finds
- * no stale offer in its slot (a run of one would touch a dead loop: ASan
- * and Valgrind see it) and does its share of later loops. */
+static uint64_t offers_made(weft_runtime_t* rt, unsigned k) {
+  weft_worker_stats_t s;
+  assert_int_equal(weft_worker_stats(rt, k, &s), 0);
+  return s.offers_made;
+}
+
+/* Worker 1 busy in a job the whole time: the loops (after the first,
+ * which teaches worker 0 the body's cost) offer it slices, every one comes
+ * back, and worker 0 runs every element; then worker 1, free again, runs
+ * later work with no slice of a finished loop left to take (it would count
+ * in offers_taken). A take-back that always failed hung here. */
 static void parallel_for_team_takes_back(void** state) {
   team_t* t = team_new(test_size(50));
   (void)state;
   team_run(t, true);
   assert_int_equal(atomic_load(&t->elsewhere), 0);
   assert_int_equal(atomic_load(&t->on_zero), 64 * t->loops);
+  assert_true(offers_made(t->rt, 0) >= (uint64_t)t->loops - 1);
   assert_int_equal(offers_taken(t->rt, 1), 0);
   check_range(t->rt, 0, 100000, 0);
+  check_range(t->rt, 0, 64, 0);
+  assert_int_equal(offers_taken(t->rt, 1), 0);
   assert_int_equal(weft_runtime_destroy(t->rt), 0);
   free(t);
 }
@@ -416,6 +426,103 @@ static void parallel_for_team_offers_reach_idle_worker(void** state) {
   assert_int_equal(offers_taken(t->rt, 0), 0); /* the caller's own */
   assert_int_equal(weft_runtime_destroy(t->rt), 0);
   free(t);
+}
+
+/* A range no longer than a given grain is one call, in the team split
+ * too; and a range near SIZE_MAX is cut without overflow. Both run from a
+ * job several times, so the body is known (a hint) and the loop would
+ * qualify for the team split. */
+typedef struct {
+  size_t begin;
+  size_t end;
+  size_t grain;
+  atomic_int calls;
+  atomic_int bad;       /* an empty, reversed or too long call */
+  _Atomic uint64_t sum; /* elements covered (mod 2^64) */
+  long loops;
+} edge_t;
+
+static void edge_body(size_t begin, size_t end, void* arg) {
+  edge_t* e = arg;
+  atomic_fetch_add(&e->calls, 1);
+  if (end <= begin || begin < e->begin || end > e->end ||
+      end - begin > e->grain)
+    atomic_fetch_add(&e->bad, 1);
+  atomic_fetch_add(&e->sum, (uint64_t)(end - begin));
+  spin_us(2);
+}
+
+static void edge_job(void* arg) {
+  edge_t* e = arg;
+  long i;
+  for (i = 0; i < e->loops; i++)
+    CHECK(weft_parallel_for(NULL, e->begin, e->end, e->grain, edge_body, e) ==
+          0);
+}
+
+static void edge_run(edge_t* e) {
+  weft_runtime_t* rt = test_runtime(2);
+  weft_counter_t c;
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, edge_job, e, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+static void parallel_for_team_keeps_grain(void** state) {
+  edge_t e = {0, 64, 64, 0, 0, 0, 5};
+  (void)state;
+  edge_run(&e);
+  assert_int_equal(atomic_load(&e.calls), 5); /* one call a loop */
+  assert_int_equal(atomic_load(&e.bad), 0);
+  assert_true(atomic_load(&e.sum) == 64 * 5);
+}
+
+static void parallel_for_team_huge_range(void** state) {
+  edge_t e = {0, (size_t)1 << 63, (size_t)1 << 61, 0, 0, 0, 3};
+  (void)state;
+  if (sizeof(size_t) < 8)
+    skip();
+  edge_run(&e);
+  assert_int_equal(atomic_load(&e.bad), 0);
+  /* 3 x 2^63 mod 2^64: each loop covered its range once. */
+  assert_true(atomic_load(&e.sum) == (uint64_t)1 << 63);
+}
+
+/* Loops of two 2 ms elements, 20 ms apart: the other worker has parked by
+ * each loop's start, and a parked worker never looks at its slot, so the
+ * loop wakes it (a slice that long outlasts a wake-up). Before, every
+ * slice came back and the loops ran serially. */
+static void parked_body(size_t begin, size_t end, void* arg) {
+  (void)arg;
+  spin_us(2000 * (unsigned)(end - begin));
+}
+
+static void parked_job(void* arg) {
+  int i;
+  (void)arg;
+  for (i = 0; i < 5; i++) {
+    usleep(20000);
+    CHECK(weft_parallel_for(NULL, 0, 2, 0, parked_body, NULL) == 0);
+  }
+}
+
+static void parallel_for_team_wakes_parked(void** state) {
+  weft_runtime_t* rt = test_runtime(2);
+  weft_counter_t c;
+  (void)state;
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, parked_job, NULL, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+  /* The first loop splits lazily (no hint yet); the 4 after it offer. */
+  if (getenv("WEFT_VALGRIND") == NULL) {
+    weft_stats_t s;
+    assert_true(weft_stats(rt, &s) >= 0);
+    assert_true(s.offers_taken >= 2);
+  }
+  assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
 /* ---- random nesting ------------------------------------------------------
@@ -559,6 +666,9 @@ int main(void) {
       cmocka_unit_test(parallel_for_remembers_cost),
       cmocka_unit_test(parallel_for_team_takes_back),
       cmocka_unit_test(parallel_for_team_offers_reach_idle_worker),
+      cmocka_unit_test(parallel_for_team_keeps_grain),
+      cmocka_unit_test(parallel_for_team_huge_range),
+      cmocka_unit_test(parallel_for_team_wakes_parked),
       cmocka_unit_test(parallel_for_random_nesting),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
