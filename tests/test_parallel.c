@@ -493,35 +493,41 @@ static void parallel_for_team_huge_range(void** state) {
 /* Loops of two 2 ms elements, 20 ms apart: the other worker has parked by
  * each loop's start, and a parked worker never looks at its slot, so the
  * loop wakes it (a slice that long outlasts a wake-up). Before, every
- * slice came back and the loops ran serially. */
+ * slice came back and the loops ran serially. The first loop splits
+ * lazily (no hint yet); the ones after offer. Tests running side by side
+ * can hold the other CPU past a slice, so loops go on for up to two
+ * seconds until one offer is taken. */
 static void parked_body(size_t begin, size_t end, void* arg) {
   (void)arg;
   spin_us(2000 * (unsigned)(end - begin));
 }
 
 static void parked_job(void* arg) {
-  int i;
-  (void)arg;
-  for (i = 0; i < 5; i++) {
+  weft_runtime_t* rt = arg;
+  struct timespec t0;
+  struct timespec t;
+  weft_stats_t s;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
     usleep(20000);
     CHECK(weft_parallel_for(NULL, 0, 2, 0, parked_body, NULL) == 0);
-  }
+    CHECK(weft_stats(rt, &s) >= 0);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (s.offers_taken == 0 && t.tv_sec - t0.tv_sec < 2);
 }
 
 static void parallel_for_team_wakes_parked(void** state) {
   weft_runtime_t* rt = test_runtime(2);
   weft_counter_t c;
+  weft_stats_t s;
   (void)state;
   weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn(rt, parked_job, NULL, &c), 0);
+  assert_int_equal(weft_spawn(rt, parked_job, rt, &c), 0);
   assert_int_equal(weft_counter_wait(&c, 0), 0);
   ASSERT_NO_CHECK_FAILED();
-  /* The first loop splits lazily (no hint yet); the 4 after it offer. */
-  if (getenv("WEFT_VALGRIND") == NULL) {
-    weft_stats_t s;
-    assert_true(weft_stats(rt, &s) >= 0);
-    assert_true(s.offers_taken >= 2);
-  }
+  assert_true(weft_stats(rt, &s) >= 0);
+  if (getenv("WEFT_VALGRIND") == NULL)
+    assert_true(s.offers_taken >= 1);
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
