@@ -61,9 +61,11 @@ static void counter_inc(weft__worker_t* w, weft__counter_t* c, int64_t n) {
         memory_order_relaxed);
 }
 
-/* One job; `stream`: it may go into a spawn stream (range.c). */
-static int spawn_one(weft_runtime_t* rt, weft_job_cb fn, void* arg,
-                     weft_counter_t* counter, int prio, int pin, bool stream) {
+/* One job; `stream`: it may go into a spawn stream (range.c). Inlined
+ * into each caller: a call more cost spawn_empty 10-30% (20 ns a job). */
+static inline __attribute__((always_inline)) int spawn_one(
+    weft_runtime_t* rt, weft_job_cb fn, void* arg, weft_counter_t* counter,
+    int prio, int pin, bool stream) {
   weft__worker_t* w;
   weft__job_t* j;
   int err;
@@ -131,7 +133,9 @@ int weft_spawn_ex(weft_runtime_t* rt, weft_job_cb fn, void* arg,
 
 int weft_spawn(weft_runtime_t* rt, weft_job_cb fn, void* arg,
                weft_counter_t* counter) {
-  return weft_spawn_ex(rt, fn, arg, counter, NULL);
+  if (fn == NULL)
+    return -EINVAL;
+  return spawn_one(rt, fn, arg, counter, WEFT_PRIORITY_NORMAL, -1, true);
 }
 
 int weft__spawn_piece(weft_runtime_t* rt, weft_job_cb fn, void* arg,
