@@ -324,8 +324,13 @@ WEFT_EXTERN int weft_fls_get(unsigned slot, void** value);
  * steal the largest pieces, and only while the rest is worth a steal (a
  * few microseconds, by the time elements took so far or took last time in
  * the same fn): a small or cheap loop runs in the caller's fiber in a few
- * calls. From a job it runs there and suspends while waiting for stolen
- * pieces; from a plain thread it blocks. Returns 0, -EINVAL, -ENOMEM,
+ * calls. From a job, a loop whose fn took >= 1.5 us in all last time on
+ * this worker is first cut into one contiguous slice per worker, slice k
+ * offered to worker k (taken back and run by the caller if worker k is
+ * busy), so the same worker gets the same part of each such loop; a range
+ * no longer than a given grain stays one call. From a job it runs there
+ * and waits (spinning briefly, then suspending) for pieces others run;
+ * from a plain thread it blocks. Returns 0, -EINVAL, -ENOMEM,
  * -ESHUTDOWN. */
 WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
                                   size_t grain, weft_range_cb fn, void* arg);
