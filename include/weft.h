@@ -324,14 +324,16 @@ WEFT_EXTERN int weft_fls_get(unsigned slot, void** value);
  * steal the largest pieces, and only while the rest is worth a steal (a
  * few microseconds, by the time elements took so far or took last time in
  * the same fn): a small or cheap loop runs in the caller's fiber in a few
- * calls. From a job, a loop whose fn took >= 1.5 us in all last time on
- * this worker is first cut into one contiguous slice per worker, slice k
- * offered to worker k (taken back and run by the caller if worker k is
- * busy), so the same worker gets the same part of each such loop; a range
+ * calls. From a job, on a runtime of 2-8 workers, a loop of at least as
+ * many elements as workers that fn's last measured time per element on
+ * this worker puts at >= 1.5 us is first cut into one contiguous slice
+ * per worker, slice k offered to worker k (and taken back and run by the
+ * caller if worker k has not taken it when the caller's own slice is
+ * done), so the same worker gets the same part of each such loop; a range
  * no longer than a given grain stays one call. From a job it runs there
- * and waits (spinning briefly, then suspending) for pieces others run;
- * from a plain thread it blocks. Returns 0, -EINVAL, -ENOMEM,
- * -ESHUTDOWN. */
+ * and waits for pieces others run (after a sliced loop, spinning briefly
+ * first), suspending; from a plain thread it blocks. Returns 0, -EINVAL,
+ * -ENOMEM, -ESHUTDOWN. */
 WEFT_EXTERN int weft_parallel_for(weft_runtime_t* rt, size_t begin, size_t end,
                                   size_t grain, weft_range_cb fn, void* arg);
 

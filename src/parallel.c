@@ -301,7 +301,6 @@ typedef struct {
   pf_t* pf;
   size_t begin;
   size_t end;
-  double ns_per;
   bool out; /* in k's slot, or taken from there by k */
 } pf_slice_t;
 
@@ -313,7 +312,7 @@ static weft__counter_t* pf_done(pf_t* pf) {
 static void pf_slice_run(weft__offer_t* o) {
   pf_slice_t* sl = (pf_slice_t*)(void*)o;
   pf_t* pf = sl->pf;
-  pf_run(pf, sl->begin, sl->end, sl->ns_per);
+  pf_run(pf, sl->begin, sl->end, 0.0); /* see pf_team */
   /* Our last touch of sl and pf: at zero the owner may return. */
   weft__counter_sub(pf_done(pf), 1);
 }
@@ -381,7 +380,6 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
     sl[k].pf = pf;
     sl[k].begin = pf_cut(begin, n, p, k);
     sl[k].end = pf_cut(begin, n, p, k + 1);
-    sl[k].ns_per = h->ns_per;
     sl[k].offer.run = pf_slice_run;
     sl[k].out = weft__worker_offer(&rt->workers[k], &sl[k].offer);
     /* Relaxed, single writer (we are w until pf_run below): a statistic. */
@@ -393,32 +391,50 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
   }
   /* A parked worker never looks at its slot, and nobody else takes from
    * it. Our own slice, if it splits, wakes a sleeper at its first split
-   * (pf_run's fenced notify), and a woken worker takes its offer first,
-   * then chains the wake-up while work is visible. A slice that cannot
-   * split (no longer than the grain: a loop of as many elements as
-   * workers, say) wakes nobody, so we wake the workers we offered to, if
-   * any is parked (one relaxed load while all are up) and a slice
-   * outlasts a wake-up (~40 us here before the worker runs; a shorter one
-   * we take back sooner). Waking them here always, before our own slice,
-   * cost the sci loops 0-20% (10 rounds). Paired with the offer-slot look
-   * in weft__idle_park. */
+   * (pf_run's fenced notify), and a woken worker takes its offer before
+   * anything but high-priority work, then chains the wake-up while work
+   * is visible. Two cases wake nobody that way:
+   * - a slice that cannot split (no longer than the grain: a loop of as
+   *   many elements as workers, say): we wake the workers we offered to,
+   *   if a slice outlasts a wake-up (~40 us here before the worker runs;
+   *   a shorter one we take back sooner) and any of them is parked;
+   * - our own queue holds work, so pf_run does not split (as the lazy
+   *   split never did then): one fenced notify, whose worker takes its
+   *   offer and, the queued work being visible, wakes the next.
+   * Waking them always, before our own slice, cost the caller a futex
+   * call (~10 us here) for nothing in the common case. A parking worker
+   * re-checks after its seq_cst decrement of `unparked`, and counts its
+   * offer slot (weft__idle_work_visible): it sees our offer, or we see
+   * it parked. */
   own = pf_cut(begin, n, p, me + 1) - pf_cut(begin, n, p, me);
   if (own <= pf->grain &&
-      h->ns_per * (double)n / (double)p >= WEFT__PF_WAKE_NS &&
-      atomic_load_explicit(&rt->idle.unparked, memory_order_relaxed) < p) {
-    for (k = 0; k < p; k++)
-      if (k != me && sl[k].out)
-        weft__idle_notify_worker(rt, k);
+      h->ns_per * (double)n / (double)p >= WEFT__PF_WAKE_NS) {
+    /* A seq_cst RMW that changes nothing: it and a parking worker's
+     * decrement of `unparked` are ordered, so either we read the worker
+     * parked, or its re-check sees our offer (TSan takes no fences). */
+    if (atomic_fetch_add_explicit(&rt->idle.unparked, 0, memory_order_seq_cst) <
+        p)
+      for (k = 0; k < p; k++)
+        if (k != me && sl[k].out)
+          weft__idle_notify_worker(rt, k);
+  } else if (!weft__worker_own_empty(w)) {
+    weft__idle_notify(rt);
   }
+  /* Every slice starts as a loop of its own does: the hint decides its
+   * first split, but its first window is one element, in case the body
+   * is dearer this time (the same fn on other work): a window sized by a
+   * stale hint could hold a whole slice, and never split for the parked
+   * workers. A slice we take back runs with the figure our own slice
+   * left in the hint. */
   t0 = weft__span_now(tk);
-  pf_run(pf, pf_cut(begin, n, p, me), pf_cut(begin, n, p, me + 1), h->ns_per);
+  pf_run(pf, pf_cut(begin, n, p, me), pf_cut(begin, n, p, me + 1), 0.0);
   own_ns = weft__span_ns(t0, weft__span_now(tk), tk);
   for (k = 0; k < p; k++) {
     if (k == me)
       continue;
     if (sl[k].out && !weft__worker_reclaim(&rt->workers[k], &sl[k].offer))
       continue; /* k runs it */
-    pf_run(pf, sl[k].begin, sl[k].end, sl[k].ns_per);
+    pf_run(pf, sl[k].begin, sl[k].end, 0.0);
     mine++;
   }
   if (mine > 0)

@@ -1,8 +1,8 @@
 /* worker.c: the scheduling loop.
  *
- * A worker takes work in this order: a slice offered to it in particular
- * (its offer slot, parallel.c's team split), queued high-priority work
- * anywhere, then its own deque (LIFO), its mailbox, the injection queue (first,
+ * A worker takes work in this order: queued high-priority work anywhere, a
+ * slice offered to it in particular (its offer slot, parallel.c's team
+ * split), then its own deque (LIFO), its mailbox, the injection queue (first,
  * every 61st tick, so outside work never starves), steals from victims nearest
  * first with a random start, low-priority work last; then it spins a little
  * and parks. Ready fibers and new jobs share the queues: a job runs on the
@@ -354,8 +354,8 @@ bool weft__worker_reclaim(weft__worker_t* k, weft__offer_t* o) {
       &k->offer, &want, NULL, memory_order_relaxed, memory_order_relaxed);
 }
 
-/* Work offered to w in particular: first at every look, one load of a
- * line of w's own while there is none. */
+/* Work offered to w in particular: at every look, after high-priority
+ * work, one load of a line of w's own while there is none. */
 static weft__task_t* take_offer(weft__worker_t* w) {
   if (WEFT__LIKELY(atomic_load_explicit(&w->offer, memory_order_relaxed) ==
                    NULL))
@@ -380,15 +380,14 @@ static weft__task_t* find_once(weft__worker_t* w, bool stealing, bool own) {
   weft_runtime_t* rt = w->rt;
   weft__task_t* t;
 
-  t = take_offer(w);
-  if (t != NULL)
-    return t;
-
   if (level_busy(rt, w, WEFT_PRIORITY_HIGH)) {
     t = take_level(w, WEFT_PRIORITY_HIGH, stealing, own);
     if (t != NULL)
       return t;
   }
+  t = take_offer(w);
+  if (t != NULL)
+    return t;
   if (++w->tick % WEFT__INJECT_EVERY == 0) {
     t = weft__inject_pop(&rt->inject, WEFT_PRIORITY_NORMAL);
     if (t != NULL)

@@ -319,6 +319,9 @@ typedef struct {
   atomic_int elsewhere;
   atomic_int bad; /* a loop's count came out wrong */
   long loops;
+  bool until_taken;
+  struct timespec t0;
+  long ran; /* loops run */
 } team_t;
 
 static void team_body(size_t begin, size_t end, void* arg) {
@@ -338,18 +341,32 @@ static void team_blocker(void* arg) {
     sched_yield();
 }
 
-/* Pinned to worker 0: `loops` loops of 64 elements of 1 us. */
+/* With until_taken: whether worker 1 took an offer, or 2 s passed since
+ * the first look. */
+static bool team_taken(team_t* t) {
+  weft_worker_stats_t s;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (t->t0.tv_sec == 0)
+    t->t0 = now;
+  CHECK(weft_worker_stats(t->rt, 1, &s) == 0);
+  return s.offers_taken > 0 || now.tv_sec - t->t0.tv_sec >= 2;
+}
+
+/* Pinned to worker 0: `loops` loops of 64 elements of 1 us (with
+ * until_taken, more until team_taken). */
 static void team_loops(void* arg) {
   team_t* t = arg;
   long i;
   while (atomic_load(&t->go) == 0)
     sched_yield();
-  for (i = 0; i < t->loops; i++) {
+  for (i = 0; i < t->loops || (t->until_taken && !team_taken(t)); i++) {
     int before = atomic_load(&t->on_zero) + atomic_load(&t->elsewhere);
     if (weft_parallel_for(NULL, 0, 64, 0, team_body, t) != 0 ||
         atomic_load(&t->on_zero) + atomic_load(&t->elsewhere) != before + 64)
       atomic_fetch_add(&t->bad, 1);
   }
+  t->ran = i;
 }
 
 static void team_run(team_t* t, bool block) {
@@ -411,14 +428,17 @@ static void parallel_for_team_takes_back(void** state) {
 
 /* Worker 1 idle: it takes the slices offered to it (after the first loop,
  * which teaches worker 0 the body's cost), and runs a share of the
- * elements. Valgrind runs one thread at a time and may never let worker 1
+ * elements. Tests running side by side can keep worker 1 off the CPU for
+ * whole loops (each is ~64 us), so loops go on for up to 2 s until it
+ * took one. Valgrind runs one thread at a time and may never let worker 1
  * look in time; there only the counts are checked. */
 static void parallel_for_team_offers_reach_idle_worker(void** state) {
   team_t* t = team_new(test_size(200));
   (void)state;
+  t->until_taken = getenv("WEFT_VALGRIND") == NULL;
   team_run(t, false);
   assert_int_equal(atomic_load(&t->on_zero) + atomic_load(&t->elsewhere),
-                   64 * t->loops);
+                   64 * t->ran);
   if (getenv("WEFT_VALGRIND") == NULL) {
     assert_true(offers_taken(t->rt, 1) > 0);
     assert_true(atomic_load(&t->elsewhere) > 0);
@@ -529,6 +549,95 @@ static void parallel_for_team_wakes_parked(void** state) {
   if (getenv("WEFT_VALGRIND") == NULL)
     assert_true(s.offers_taken >= 1);
   assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+/* One body for every loop, as a trampoline would be: first cheap (8
+ * elements of 200 ns, which leave that figure as the body's hint), then,
+ * after 20 ms in which the other worker parks, 16 elements of 1 ms. A
+ * slice whose first window the stale hint sized ran whole, never split,
+ * woke nobody, and the caller took the other slice back: 16 ms on one
+ * worker. Each slice's first window is one element now, so the caller's
+ * slice splits at once and wakes the other worker, which takes its slice.
+ * Also a loop of 4 elements of 2 ms (a slice of 2 splits: the wake comes
+ * from the split, not from the caller). 6 tries each. */
+typedef struct {
+  unsigned us;
+  atomic_int on_other; /* elements run off the loop's caller's worker */
+  int caller;
+} stale_t;
+
+static void stale_body(size_t begin, size_t end, void* arg) {
+  stale_t* st = arg;
+  size_t i;
+  for (i = begin; i < end; i++) {
+    if (st->us == 0) {
+      /* ~200 ns: a loop of 16 is then worth the team split by the hint */
+      struct timespec a;
+      struct timespec b;
+      clock_gettime(CLOCK_MONOTONIC, &a);
+      do
+        clock_gettime(CLOCK_MONOTONIC, &b);
+      while ((b.tv_sec - a.tv_sec) * 1000000000 + (b.tv_nsec - a.tv_nsec) <
+             200);
+    } else {
+      spin_us(st->us);
+    }
+    if (weft_worker_id() != st->caller)
+      atomic_fetch_add(&st->on_other, 1);
+  }
+}
+
+typedef struct {
+  int stale; /* the cheap loop first */
+  size_t n;  /* then n elements of us */
+  unsigned us;
+  int shared; /* a try where the other worker ran some */
+} stale_case_t;
+
+static void stale_job(void* arg) {
+  stale_case_t* c = arg;
+  int i;
+  for (i = 0; i < 6; i++) {
+    stale_t st = {0, 0, weft_worker_id()};
+    if (c->stale) {
+      st.us = 0; /* 8 elements of ~200 ns: the cheap hint */
+      atomic_init(&st.on_other, 0);
+      CHECK(weft_parallel_for(NULL, 0, 8, 0, stale_body, &st) == 0);
+    }
+    usleep(20000);
+    st.us = c->us;
+    st.caller = weft_worker_id();
+    atomic_init(&st.on_other, 0);
+    CHECK(weft_parallel_for(NULL, 0, c->n, 0, stale_body, &st) == 0);
+    if (atomic_load(&st.on_other) > 0)
+      c->shared++;
+  }
+}
+
+static void stale_run(stale_case_t* c) {
+  weft_runtime_t* rt = test_runtime(2);
+  weft_counter_t done;
+  weft_counter_init(&done, 0);
+  assert_int_equal(weft_spawn(rt, stale_job, c, &done), 0);
+  assert_int_equal(weft_counter_wait(&done, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+  /* The code before: 1 try in 14 (the other worker awake by chance);
+   * now every try, but tests running side by side may hold its CPU. */
+  if (getenv("WEFT_VALGRIND") == NULL && c->shared < 3)
+    fail_msg("the other worker ran a share in %d tries of 6", c->shared);
+  assert_int_equal(weft_runtime_destroy(rt), 0);
+}
+
+static void parallel_for_team_stale_hint_still_splits(void** state) {
+  stale_case_t c = {1, 16, 1000, 0};
+  (void)state;
+  stale_run(&c);
+}
+
+static void parallel_for_team_split_wakes_parked(void** state) {
+  stale_case_t c = {0, 4, 2000, 0};
+  (void)state;
+  stale_run(&c);
 }
 
 /* ---- random nesting ------------------------------------------------------
@@ -675,6 +784,8 @@ int main(void) {
       cmocka_unit_test(parallel_for_team_keeps_grain),
       cmocka_unit_test(parallel_for_team_huge_range),
       cmocka_unit_test(parallel_for_team_wakes_parked),
+      cmocka_unit_test(parallel_for_team_stale_hint_still_splits),
+      cmocka_unit_test(parallel_for_team_split_wakes_parked),
       cmocka_unit_test(parallel_for_random_nesting),
   };
   return cmocka_run_group_tests_name("parallel", tests, NULL, NULL);
