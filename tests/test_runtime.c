@@ -291,8 +291,10 @@ static uint64_t parks_over_gaps(unsigned spin_us, int rounds) {
 /* A worker fed every few hundred microseconds learns to spin through the
  * gaps (no park, no wake-up system call); with idle_spin_us = 0 it parks
  * in each. Timing-based (another test or process can take the core for a
- * gap's length), so it tries three times. Not under Valgrind, which runs
- * one thread at a time. */
+ * gap's length, and a yield that waits 200 us for another thread parks
+ * the worker), so it tries five times: three once were not enough
+ * under TSan with the other tests running beside it. Not under Valgrind,
+ * which runs one thread at a time. */
 static void runtime_spin_adapts_to_gaps(void** state) {
   const char* vg = getenv("WEFT_VALGRIND");
   int attempt;
@@ -302,7 +304,7 @@ static void runtime_spin_adapts_to_gaps(void** state) {
 
   if (vg != NULL && *vg == '1')
     skip();
-  for (attempt = 0; attempt < 3; attempt++) {
+  for (attempt = 0; attempt < 5; attempt++) {
     zero = parks_over_gaps(0, 44);
     adaptive = parks_over_gaps(1000, 44);
     if (zero >= 30 && adaptive <= 10)
