@@ -39,6 +39,15 @@ static void check_range(weft_runtime_t* rt, size_t begin, size_t end,
   free(a.hits);
 }
 
+/* Runs fn(arg) as a job of rt and waits for it; no CHECK may fail. */
+static void run_job_wait(weft_runtime_t* rt, weft_job_cb fn, void* arg) {
+  weft_counter_t c;
+  weft_counter_init(&c, 0);
+  assert_int_equal(weft_spawn(rt, fn, arg, &c), 0);
+  assert_int_equal(weft_counter_wait(&c, 0), 0);
+  ASSERT_NO_CHECK_FAILED();
+}
+
 static void parallel_for_outside(void** state) {
   size_t k;
   (void)state;
@@ -175,11 +184,7 @@ static void cost_loop_job(void* arg) {
 
 static long run_cost_loop(weft_runtime_t* rt, size_t n, cost_arg_t* cost) {
   cost_loop_t l = {rt, n, cost, 0};
-  weft_counter_t c;
-  weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn(rt, cost_loop_job, &l, &c), 0);
-  assert_int_equal(weft_counter_wait(&c, 0), 0);
-  ASSERT_NO_CHECK_FAILED();
+  run_job_wait(rt, cost_loop_job, &l);
   return l.splits;
 }
 
@@ -263,11 +268,7 @@ static void two_loops_job(void* arg) {
 }
 
 static void run_two_loops(weft_runtime_t* rt, cost_loop_t* l) {
-  weft_counter_t c;
-  weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn(rt, two_loops_job, l, &c), 0);
-  assert_int_equal(weft_counter_wait(&c, 0), 0);
-  ASSERT_NO_CHECK_FAILED();
+  run_job_wait(rt, two_loops_job, l);
 }
 
 /* A body known to be cheap, now cheap for 16 elements and 300 us each for
@@ -482,11 +483,7 @@ static void edge_job(void* arg) {
 
 static void edge_run(edge_t* e) {
   weft_runtime_t* rt = test_runtime(2);
-  weft_counter_t c;
-  weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn(rt, edge_job, e, &c), 0);
-  assert_int_equal(weft_counter_wait(&c, 0), 0);
-  ASSERT_NO_CHECK_FAILED();
+  run_job_wait(rt, edge_job, e);
   assert_int_equal(weft_runtime_destroy(rt), 0);
 }
 
@@ -538,13 +535,9 @@ static void parked_job(void* arg) {
 
 static void parallel_for_team_wakes_parked(void** state) {
   weft_runtime_t* rt = test_runtime(2);
-  weft_counter_t c;
   weft_stats_t s;
   (void)state;
-  weft_counter_init(&c, 0);
-  assert_int_equal(weft_spawn(rt, parked_job, rt, &c), 0);
-  assert_int_equal(weft_counter_wait(&c, 0), 0);
-  ASSERT_NO_CHECK_FAILED();
+  run_job_wait(rt, parked_job, rt);
   assert_true(weft_stats(rt, &s) >= 0);
   if (getenv("WEFT_VALGRIND") == NULL)
     assert_true(s.offers_taken >= 1);
@@ -616,11 +609,7 @@ static void stale_job(void* arg) {
 
 static void stale_run(stale_case_t* c) {
   weft_runtime_t* rt = test_runtime(2);
-  weft_counter_t done;
-  weft_counter_init(&done, 0);
-  assert_int_equal(weft_spawn(rt, stale_job, c, &done), 0);
-  assert_int_equal(weft_counter_wait(&done, 0), 0);
-  ASSERT_NO_CHECK_FAILED();
+  run_job_wait(rt, stale_job, c);
   /* The code before: 1 try in 14 (the other worker awake by chance);
    * now every try, but tests running side by side may hold its CPU. */
   if (getenv("WEFT_VALGRIND") == NULL && c->shared < 3)
