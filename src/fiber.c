@@ -32,12 +32,6 @@ void weft__fiber_set(weft__fiber_t* f, int from, int to) {
 }
 #endif
 
-/* Single writer (the stack's worker, or the thread starting the runtime,
- * before the worker's thread exists): a relaxed load and store, no RMW. */
-static void stat_bump(atomic_uint_fast64_t* a) {
-  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-}
 
 /* Puts a stack of worker w's on w's NUMA node: bound where hwloc binds
  * memory (from any thread: the policy belongs to the mapping), and
@@ -86,13 +80,13 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
   }
   switch (f->stack.backing) {
     case WEFT__STACK_HUGETLB:
-      stat_bump(&w->stats.stacks_hugetlb);
+      weft__stat_bump(&w->stats.stacks_hugetlb);
       break;
     case WEFT__STACK_THP:
-      stat_bump(&w->stats.stacks_thp);
+      weft__stat_bump(&w->stats.stacks_thp);
       break;
     default:
-      stat_bump(&w->stats.stacks_normal);
+      weft__stat_bump(&w->stats.stacks_normal);
       break;
   }
   f->task.kind = WEFT__TASK_FIBER;
@@ -114,7 +108,7 @@ static weft__fiber_t* fiber_create(weft__worker_t* w) {
     bound = stack_bind(placed, &f->stack, w->index) || bound;
   weft__spin_unlock(&rt->fibers_lock);
   if (bound)
-    stat_bump(&w->stats.stacks_bound);
+    weft__stat_bump(&w->stats.stacks_bound);
   return f;
 }
 
@@ -256,7 +250,7 @@ void weft__fiber_post(void* arg) {
       bound = stack_localize(w, &f->stack, false);
       weft__spin_unlock(&w->rt->fibers_lock);
       if (bound)
-        stat_bump(&w->stats.stacks_bound);
+        weft__stat_bump(&w->stats.stacks_bound);
       weft__stack_prefault(&f->stack, (int)w->rt->cfg.stack_prefault);
       break;
     default:
@@ -265,11 +259,7 @@ void weft__fiber_post(void* arg) {
 }
 
 static void count_switch(weft__worker_t* w) {
-  /* Single writer (this worker): a relaxed load and store, no RMW. */
-  atomic_store_explicit(
-      &w->stats.fiber_switches,
-      atomic_load_explicit(&w->stats.fiber_switches, memory_order_relaxed) + 1,
-      memory_order_relaxed);
+  weft__stat_bump(&w->stats.fiber_switches);
 }
 
 void weft__fiber_suspend(weft__worker_t* w, weft__post_t* post) {

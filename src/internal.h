@@ -520,6 +520,14 @@ int weft__topology_pin_thread(const weft__plan_t* plan, unsigned worker,
 
 /* ---- worker.c ---------------------------------------------------------- */
 
+/* Adds one to a statistic that has a single writer (its worker, or the
+ * thread starting the runtime before the worker's thread exists): a
+ * relaxed load and store, no RMW; readers get a racy but untorn value. */
+static inline void weft__stat_bump(atomic_uint_fast64_t* a) {
+  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
 typedef struct weft__wstats_s {
   atomic_uint_fast64_t jobs_run;
   atomic_uint_fast64_t steals;

@@ -382,12 +382,9 @@ static bool pf_team(pf_t* pf, weft__worker_t* w, size_t begin, size_t end) {
     sl[k].end = pf_cut(begin, n, p, k + 1);
     sl[k].offer.run = pf_slice_run;
     sl[k].out = weft__worker_offer(&rt->workers[k], &sl[k].offer);
-    /* Relaxed, single writer (we are w until pf_run below): a statistic. */
+    /* Single writer: we are w until pf_run below. */
     if (sl[k].out)
-      atomic_store_explicit(
-          &w->stats.offers_made,
-          atomic_load_explicit(&w->stats.offers_made, memory_order_relaxed) + 1,
-          memory_order_relaxed);
+      weft__stat_bump(&w->stats.offers_made);
   }
   /* A parked worker never looks at its slot, and nobody else takes from
    * it. Our own slice, if it splits, wakes a sleeper at its first split

@@ -55,10 +55,7 @@ static void count_submitted(weft_runtime_t* rt, weft__worker_t* w, size_t n) {
 static void counter_inc(weft__worker_t* w, weft__counter_t* c, int64_t n) {
   weft__counter_inc(c, n);
   if (w != NULL)
-    atomic_store_explicit(
-        &w->stats.counter_rmws,
-        atomic_load_explicit(&w->stats.counter_rmws, memory_order_relaxed) + 1,
-        memory_order_relaxed);
+    weft__stat_bump(&w->stats.counter_rmws);
 }
 
 /* One job; `stream`: it may go into a spawn stream (range.c). Inlined

@@ -70,11 +70,6 @@ static uint32_t next_rand(weft__worker_t* w) {
   return (uint32_t)((x * 0x2545F4914F6CDD1Dull) >> 32);
 }
 
-static void bump(atomic_uint_fast64_t* a) {
-  /* Single writer (the owning worker): no RMW needed. */
-  atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-}
 
 /* Publishes tasks into rt from outside it (a plain thread, or a worker
  * of another runtime: a spawn, or a counter's decrement waking a fiber of
@@ -159,7 +154,7 @@ static void steal_more(weft__worker_t* w, weft__worker_t* v, int prio) {
       weft__worker_ready(w->rt, NULL, t); /* to the injection queue */
       break;
     }
-    bump(&w->stats.steals);
+    weft__stat_bump(&w->stats.steals);
   }
 }
 
@@ -232,7 +227,7 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
          * if any (ranges are normal priority). */
         if (prio == WEFT_PRIORITY_NORMAL &&
             (t = weft__range_steal(v)) != NULL) {
-          bump(&w->stats.steals);
+          weft__stat_bump(&w->stats.steals);
           if (WEFT__UNLIKELY(w->prov_pending))
             provisional_bind(w);
           return t;
@@ -242,7 +237,7 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
       t = weft__deque_steal(&v->dq[prio], &lost);
       if (t != NULL) {
         steal_more(w, v, prio);
-        bump(&w->stats.steals);
+        weft__stat_bump(&w->stats.steals);
         if (prio != WEFT_PRIORITY_NORMAL)
           atomic_fetch_sub_explicit(&rt->dq_prio_len[prio], 1,
                                     memory_order_relaxed);
@@ -250,7 +245,7 @@ static weft__task_t* steal(weft__worker_t* w, int prio) {
           provisional_bind(w);
         return t;
       }
-      bump(&w->stats.failed_steals);
+      weft__stat_bump(&w->stats.failed_steals);
     }
     lo = hi;
   }
@@ -369,7 +364,7 @@ static weft__task_t* take_offer(weft__worker_t* w) {
  * completion: see weft__offer_t). */
 static void run_offer(weft__worker_t* w, weft__offer_t* o) {
   weft__fiber_t* f = w->current;
-  bump(&w->stats.offers_taken);
+  weft__stat_bump(&w->stats.offers_taken);
   weft__job_begin(f, -1, WEFT_PRIORITY_NORMAL);
   o->run(o);
   weft__job_reset(f);
